@@ -1,0 +1,3 @@
+from changeling.cli import main
+
+raise SystemExit(main())

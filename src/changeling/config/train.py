@@ -1,0 +1,40 @@
+"""Settings for ``changeling train``. What may change on resume is everything except ``preset``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from changeling.config.core import settings_field
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    preset: str = settings_field("tiny", help="model preset (tiny, original, df, liae)")
+    batch_size: int = settings_field(0, min=0, max=65536, help="faces per side per step; 0 fits it to memory")
+    lr: float = settings_field(5e-4, min=0.0, max=1.0, help="AdamW learning rate")
+    max_steps: int = settings_field(0, min=0, help="stop after this many steps in total (0: no limit)")
+    max_time: float = settings_field(0.0, min=0.0, duration=True,
+                                     help="stop after this long in this run: 90s, 10m, 1h30m (0: no limit)")
+    save_every: int = settings_field(200, min=1, help="steps between checkpoints")
+    keep_last: int = settings_field(3, min=1, max=1000, help="checkpoints kept")
+    snapshot_every: int = settings_field(5000, min=0, help="steps between kept snapshots (0: none)")
+    preview_every: int = settings_field(100, min=0, help="steps between preview grids (0: none)")
+    ema: float = settings_field(0.0, min=0.0, max=0.99999, help="weight EMA decay (0: off)")
+    ssim_weight: float = settings_field(1.0, min=0.0, help="weight of the DSSIM loss")
+    l1_weight: float = settings_field(1.0, min=0.0, help="weight of the L1 loss")
+    mse_weight: float = settings_field(0.0, min=0.0, help="weight of the MSE loss")
+    mask_weight: float = settings_field(1.0, min=0.0, help="weight of the mask loss")
+    eyes_weight: float = settings_field(3.0, min=0.0, help="extra weight on the eye regions")
+    mouth_weight: float = settings_field(2.0, min=0.0, help="extra weight on the mouth region")
+    rotation: float = settings_field(10.0, min=0.0, max=180.0, help="augmentation: max rotation in degrees")
+    scale: float = settings_field(0.05, min=0.0, max=0.5, help="augmentation: max relative scale change")
+    shift: float = settings_field(0.05, min=0.0, max=0.5, help="augmentation: max shift, fraction of size")
+    flip: bool = settings_field(True, help="augmentation: random horizontal flip")
+    warp: float = settings_field(1.0, min=0.0, max=4.0, help="augmentation: strength of the input warp")
+    color_jitter: float = settings_field(0.05, min=0.0, max=1.0, help="augmentation: LAB colour jitter")
+    grad_clip: float = settings_field(1.0, min=0.0, help="gradient norm clip (0: off)")
+    device: Literal["auto", "cpu", "cuda"] = settings_field("auto", help="training device")
+    precision: Literal["auto", "bf16", "fp32"] = settings_field("auto", help="autocast precision")
+    compile: Literal["auto", "on", "off"] = settings_field("auto", help="torch.compile (auto: on for CUDA)")
+    seed: int = settings_field(0, min=0, help="random seed")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from changeling.video.testclip import write_clip
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script's code path in a subprocess (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "changeling", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def audio_seconds(path: Path) -> float:
+    """Decoded audio length in seconds (independent of container duration fields)."""
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        n, rate = 0, None
+        for f in c.decode(s):
+            n += f.samples
+            rate = f.sample_rate
+    assert rate
+    return n / rate
+
+
+def decode_all(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    frames, times = [], []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for f in c.decode(s):
+            frames.append(f.to_ndarray(format="rgb24"))
+            times.append(float(f.pts * s.time_base))
+    return frames, times
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48, fps=24, audio="aac")
