@@ -1,0 +1,1 @@
+"""The paired benchmark: swap quality measured against a known ideal swap."""
