@@ -1,0 +1,217 @@
+"""``verify``: does an image or a video carry changeling's provenance marks?
+
+Three independent marks are checked: the invisible watermark in sampled frames, the synthetic-media metadata
+and a C2PA manifest. The watermark is decided two ways, and either suffices: a sampled frame reads the payload
+on its own (>= 50 of 61 bits), or the soft votes of all sampled frames, pooled, do. Lossy re-encoding blurs the
+mark in some frames more than in others (H.264 predicts a moving picture from frames whose mark sat elsewhere);
+pooling lets the frames that kept it carry those that did not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+
+from changeling.errors import UserError
+from changeling.provenance import c2pa as c2pa_marks
+from changeling.provenance.metadata import (
+    MetadataFinding,
+    read_image_metadata,
+    read_video_metadata,
+)
+from changeling.provenance.watermark import (
+    N_BITS,
+    PAYLOAD_BITS,
+    THRESHOLD,
+    WatermarkReading,
+    read_watermark,
+)
+from changeling.types import Frame
+from changeling.video.images import is_image_path, read_image
+from changeling.video.probe import check_readable_file, open_container, probe
+
+log = logging.getLogger(__name__)
+
+Verdict = Literal["marked", "not marked"]
+SEEK_ABOVE_FRAMES = 1500  # longer videos are sampled by seeking instead of decoding every frame
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``verify`` found in one file."""
+
+    path: Path
+    kind: Literal["image", "video"]
+    width: int
+    height: int
+    frames_sampled: int  # frames read for the watermark
+    frames_marked: int  # of those, frames that read the payload on their own
+    frame_agreements: list[float]  # bit agreement of each sampled frame, in [0, 1]
+    pooled_agreement: float  # bit agreement of all sampled frames' votes together
+    watermark: bool  # a frame or the pool read the payload
+    metadata: MetadataFinding
+    manifest: c2pa_marks.ManifestFinding | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def evidence(self) -> list[str]:
+        found = []
+        if self.watermark:
+            found.append("watermark")
+        if self.metadata.present:
+            found.append("metadata")
+        if self.manifest is not None and (self.manifest.generator or "").startswith("changeling") \
+                and self.manifest.state != "Invalid":
+            found.append("C2PA manifest")
+        return found
+
+    @property
+    def verdict(self) -> Verdict:
+        return "marked" if self.evidence else "not marked"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["verdict"] = self.verdict
+        d["evidence"] = self.evidence
+        d["threshold"] = THRESHOLD
+        return d
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        lines = [f"{self.path}: {self.verdict.upper()}"
+                 + (f" (changeling output: {', '.join(self.evidence)})" if self.evidence
+                    else " (no changeling marks found)")]
+        if self.kind == "video":
+            lines.append(f"  watermark: found in {self.frames_marked} of {self.frames_sampled} sampled frames; "
+                         f"all sampled frames together: {self.pooled_agreement:.0%} of {N_BITS} bits "
+                         f"({'found' if self.watermark else 'not found'})")
+        else:
+            lines.append(f"  watermark: {'found' if self.watermark else 'not found'} "
+                         f"({self.pooled_agreement:.0%} of {N_BITS} bits agree)")
+        md = self.metadata
+        lines.append(f"  metadata: {'synthetic media, made with ' + (md.generator or '?') if md.present else 'none'}")
+        m = self.manifest
+        if m is None:
+            lines.append("  C2PA manifest: none" + ("" if c2pa_marks.available() else
+                                                    " (c2pa-python not installed: not read)"))
+        else:
+            trust = ("signed by this installation" if m.this_installation else
+                     "signature valid, certificate not trusted here" if m.state == "Valid" else
+                     m.state.lower())
+            lines.append(f"  C2PA manifest: {m.generator or 'unknown generator'}; {trust}; signer: {m.signer}"
+                         + (f"; problems: {', '.join(m.problems)}" if m.problems else ""))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _pool(readings: list[WatermarkReading]) -> float:
+    usable = [r for r in readings if r.blocks > 0]
+    if not usable:
+        return 0.0
+    votes = np.average([r.votes for r in usable], axis=0, weights=[r.blocks for r in usable])
+    return float(np.mean((votes > 0).astype(np.uint8) == PAYLOAD_BITS))
+
+
+def _sample_indices(total: int, n: int) -> list[int]:
+    if total <= 0:
+        return []
+    n = min(n, total)
+    return sorted({int(round(x)) for x in np.linspace(0, total - 1, n)})
+
+
+def _decode_sequential(path: Path, n: int) -> list[Frame]:
+    """Every frame decoded, ``n`` evenly spaced ones kept (exact for any codec and timing)."""
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        total = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+    wanted = set(_sample_indices(total, n))
+    frames: list[Frame] = []
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        i = 0
+        try:
+            for frame in container.decode(stream):
+                if i in wanted:
+                    frames.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+                i += 1
+        except av.error.FFmpegError as exc:
+            log.warning("%s: decoding stopped early (%s)", path, exc)
+    return frames
+
+
+def _decode_seeking(path: Path, n: int, duration: float) -> list[Frame]:
+    """``n`` frames near evenly spaced times, each found by seeking to the keyframe before it."""
+    frames: list[Frame] = []
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = Fraction(stream.time_base or Fraction(1, 90000))
+        for t in np.linspace(0, max(duration - 0.5, 0), n):
+            try:
+                container.seek(int(Fraction(float(t)) / tb), stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    if frame.pts is None or float(frame.pts * tb) >= t - 1e-3:
+                        frames.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+                        break
+            except av.error.FFmpegError as exc:
+                log.warning("%s: could not read a frame near %.1f s (%s)", path, t, exc)
+    return frames
+
+
+def sample_video_frames(path: Path, n: int = 16) -> list[Frame]:
+    """Up to ``n`` RGB frames spread over a video; raises :class:`UserError` for unreadable input."""
+    info = probe(path)
+    estimate = info.frames or int(info.duration * float(info.fps))
+    if estimate > SEEK_ABOVE_FRAMES and info.duration > 0:
+        frames = _decode_seeking(path, n, info.duration)
+        if len(frames) >= min(n, 2):
+            return frames
+        log.info("%s: seeking failed; decoding the whole video", path)
+    frames = _decode_sequential(path, n)
+    if not frames:
+        raise UserError("no frame could be decoded (truncated or damaged video?)", path)
+    return frames
+
+
+def _report(path: Path, kind: Literal["image", "video"], frames: list[Frame], metadata: MetadataFinding,
+            key_folder: Path | None) -> VerifyReport:
+    readings = [read_watermark(f) for f in frames]
+    notes = []
+    h, w = frames[0].shape[:2]
+    if all(r.blocks == 0 for r in readings):
+        notes.append(f"frames of {w}x{h} are too small to carry the watermark (64x64 at least)")
+    agreements = [r.agreement for r in readings]
+    marked = sum(r.found for r in readings)
+    pooled = _pool(readings)
+    return VerifyReport(path=path, kind=kind, width=w, height=h, frames_sampled=len(frames), frames_marked=marked,
+                        frame_agreements=[round(a, 4) for a in agreements], pooled_agreement=round(pooled, 4),
+                        watermark=marked > 0 or pooled >= THRESHOLD, metadata=metadata,
+                        manifest=c2pa_marks.read_manifest(path, key_folder), notes=notes)
+
+
+def verify_file(path: Path | str, frames: int = 16, *, key_folder: Path | None = None) -> VerifyReport:
+    """Check an image or a video for changeling's marks. Raises :class:`UserError` for a missing, empty or
+    unreadable file. ``frames``: how many frames of a video to read (spread evenly over it)."""
+    path = check_readable_file(Path(path))
+    if path.is_dir():
+        raise UserError("is a folder, expected an image or a video", path)
+    if frames < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
+    if is_image_path(path):
+        image = read_image(path)
+        try:
+            metadata = read_image_metadata(path)
+        except OSError:
+            metadata = MetadataFinding(present=False, generator=None)
+        return _report(path, "image", [image], metadata, key_folder)
+    sampled = sample_video_frames(path, frames)
+    return _report(path, "video", sampled, read_video_metadata(path), key_folder)
