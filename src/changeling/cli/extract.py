@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from changeling.cli.common import add_common, add_settings_flags, not_built, project_and_settings
+from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import ExtractSettings
 
 
@@ -23,5 +23,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    project_and_settings(args, "extract")
-    return not_built("extract")
+    from changeling.extract import extract
+
+    project, settings = project_and_settings(args, "extract")
+    report = extract(project, args.side, args.inputs, settings, progress=not args.quiet, preview=args.preview)
+    for s in report.sources:
+        if s.already_complete:
+            print(f"{s.source}: already extracted ({s.resumed_frames} frames); delete {s.alignments} to redo")
+            continue
+        parts = [f"{s.frames_read} frames read", f"{s.faces_written} faces written"]
+        if s.frames_without_face:
+            parts.append(f"{s.frames_without_face} without a face")
+        if s.corrupt_frames:
+            parts.append(f"{s.corrupt_frames} corrupt frames skipped")
+        if s.resumed_frames:
+            parts.append(f"{s.resumed_frames} done before (resumed)")
+        if s.skipped_frames:
+            parts.append(f"{s.skipped_frames} skipped (every Nth)")
+        if s.blurry_faces:
+            parts.append(f"{s.blurry_faces} too blurry")
+        if s.small_faces:
+            parts.append(f"{s.small_faces} too small")
+        print(f"{s.source}: " + ", ".join(parts))
+    faces_dir = project.faces_dir(args.side)
+    if report.faces_written == 0 and not any(s.already_complete or s.resumed_frames for s in report.sources):
+        print(f"no faces found in {report.frames_read} frames; nothing was written to {faces_dir}")
+    else:
+        print(f"{report.faces_written} faces written to {faces_dir} in {report.seconds:.1f} s "
+              f"({report.frames_per_second:.1f} frames/s)")
+    if report.preview:
+        print(f"preview: {report.preview}")
+    return 0

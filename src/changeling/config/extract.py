@@ -22,3 +22,6 @@ class ExtractSettings:
         0.0, min=0.0, help="skip faces whose variance of Laplacian is below this (0 keeps all)")
     batch_size: int = settings_field(16, min=1, max=4096, help="frames per batch through the networks")
     device: Literal["auto", "cpu", "cuda"] = settings_field("auto", help="where the networks run")
+    threads: int = settings_field(
+        0, min=0, max=1024, help="CPU threads for the networks (0: half the cores, leaving the rest to decoding "
+        "and writing)")
