@@ -39,6 +39,12 @@ def decode_all(path: Path) -> tuple[list[np.ndarray], list[float]]:
     return frames, times
 
 
+@pytest.fixture(autouse=True)
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the per-installation C2PA signing key (and anything else under ~/.config) out of the real home."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config-home"))
+
+
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     return write_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48, fps=24, audio="aac")
