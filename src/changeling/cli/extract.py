@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--side", required=True, choices=["A", "B"], help="which person these inputs show")
     p.add_argument("--preview", type=Path, default=None,
                    help="also write a PNG with boxes and landmarks drawn on sample frames")
+    p.add_argument("--reference", type=Path, nargs="+", default=None, metavar="IMAGE",
+                   help="keep only faces of the person in these images (needs the [identity] extra)")
+    p.add_argument("--exclude", type=Path, nargs="+", default=None, metavar="IMAGE",
+                   help="drop faces of the people in these images (needs the [identity] extra)")
     add_common(p)
     add_settings_flags(p, ExtractSettings)
     p.set_defaults(func=run)
@@ -26,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from changeling.extract import extract
 
     project, settings = project_and_settings(args, "extract")
-    report = extract(project, args.side, args.inputs, settings, progress=not args.quiet, preview=args.preview)
+    face_filter = None
+    if args.reference or args.exclude:
+        from changeling.identity import IdentityFilter
+
+        face_filter = IdentityFilter(args.reference or [], settings.identity_threshold, args.exclude or [])
+    report = extract(project, args.side, args.inputs, settings, progress=not args.quiet, preview=args.preview,
+                     face_filter=face_filter)
     for s in report.sources:
         if s.already_complete:
             print(f"{s.source}: already extracted ({s.resumed_frames} frames); delete {s.alignments} to redo")
@@ -44,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"{s.blurry_faces} too blurry")
         if s.small_faces:
             parts.append(f"{s.small_faces} too small")
+        if s.other_people:
+            parts.append(f"{s.other_people} faces of other people dropped")
         print(f"{s.source}: " + ", ".join(parts))
     faces_dir = project.faces_dir(args.side)
     if report.faces_written == 0 and not any(s.already_complete or s.resumed_frames for s in report.sources):

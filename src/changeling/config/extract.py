@@ -25,3 +25,5 @@ class ExtractSettings:
     threads: int = settings_field(
         0, min=0, max=1024, help="CPU threads for the networks (0: half the cores, leaving the rest to decoding "
         "and writing)")
+    identity_threshold: float = settings_field(
+        0.6, min=0.05, max=1.5, help="--reference/--exclude: largest embedding distance counted as the same person")

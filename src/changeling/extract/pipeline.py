@@ -72,6 +72,13 @@ class Tracker(Protocol):
 TrackerFactory = Callable[[], Tracker]  # a fresh tracker (no memory of earlier frames)
 
 
+class FaceFilter(Protocol):
+    """Keeps the faces of one person (``changeling.identity.IdentityFilter`` provides it)."""
+
+    def matches_all(self, frame: Frame, boxes: Sequence[Any], landmarks: Sequence[Any] | None = None
+                    ) -> list[bool]: ...
+
+
 @dataclass
 class SourceReport:
     source: str
@@ -85,6 +92,7 @@ class SourceReport:
     skipped_frames: int = 0  # not selected by every-Nth
     blurry_faces: int = 0  # found but below the blur threshold (kept in the alignments, no file)
     small_faces: int = 0  # smaller than min_face (dropped)
+    other_people: int = 0  # rejected by the identity filter (--reference / --exclude)
     already_complete: bool = False
 
 
@@ -285,8 +293,9 @@ class _SourceRun:
 
     def __init__(self, path: Path, source: FrameSource, *, project: Project, side: str,
                  settings: ExtractSettings, make_tracker: TrackerFactory, progress: bool,
-                 workers: ThreadPoolExecutor, want_samples: int) -> None:
+                 workers: ThreadPoolExecutor, want_samples: int, face_filter: FaceFilter | None = None) -> None:
         self.path, self.source, self.settings = path, source, settings
+        self.face_filter = face_filter
         self.side, self.make_tracker, self.progress, self.workers = side, make_tracker, progress, workers
         self.faces_dir = project.faces_dir(side)
         self.db_path = alignments_path(project.alignments_dir, path, side)
@@ -410,7 +419,7 @@ class _SourceRun:
             found = []
         pending = _Pending(frames=list(skipped), corrupt=dict(corrupt))
         for tf, faces in zip(batch, found, strict=True):
-            kept = self._select(faces)
+            kept = self._select(tf.image, faces)
             for k, face in enumerate(kept):
                 pending.jobs.append(self.workers.submit(self._face, tf, k, face))
             self.report.frames_processed += 1
@@ -433,7 +442,7 @@ class _SourceRun:
         assert store is not None
         store.record(sorted(pending.frames, key=lambda f: f.index), records, pending.corrupt)
 
-    def _select(self, faces: Sequence[TrackedFaceLike]) -> list[TrackedFaceLike]:
+    def _select(self, frame: Frame, faces: Sequence[TrackedFaceLike]) -> list[TrackedFaceLike]:
         big = []
         for f in faces:
             box = np.asarray(f.box, dtype=np.float64)
@@ -441,6 +450,10 @@ class _SourceRun:
                 big.append(f)
             else:
                 self.report.small_faces += 1
+        if self.face_filter is not None and big:
+            keep = self.face_filter.matches_all(frame, [f.box for f in big], [f.landmarks for f in big])
+            self.report.other_people += sum(1 for k in keep if not k)
+            big = [f for f, k in zip(big, keep, strict=True) if k]
         big.sort(key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
         return big[: self.settings.max_faces]
 
@@ -527,13 +540,13 @@ def _write_preview(path: Path, tiles: list[Frame]) -> None:
 
 def extract(project: Project, side: str, inputs: Sequence[Path], settings: ExtractSettings, *,
             progress: bool = True, preview: Path | None = None,
-            tracker_factory: TrackerFactory | None = None) -> ExtractReport:
+            tracker_factory: TrackerFactory | None = None, face_filter: FaceFilter | None = None) -> ExtractReport:
     """Extract the faces of one person from videos, images, folders or image patterns into
     ``project.faces_dir(side)``, with one alignments store per input in ``project.alignments_dir``.
 
     Every input is checked before any work starts (bad input raises :class:`UserError`); a source already
     complete is skipped; an interrupted one resumes. ``tracker_factory`` replaces the MediaPipe-port tracker
-    (tests inject fakes)."""
+    (tests inject fakes); ``face_filter`` keeps only the faces of one person (``--reference``)."""
     if side not in ("A", "B"):
         raise UserError(f"side must be A or B, got {side!r}")
     if not inputs:
@@ -555,7 +568,7 @@ def extract(project: Project, side: str, inputs: Sequence[Path], settings: Extra
     make = tracker_factory or _lazy(lambda: default_tracker_factory(settings))
     project.alignments_dir.mkdir(parents=True, exist_ok=True)
     with _cpu_threads(settings):
-        report = _extract_sources(project, side, sources, settings, make, progress, preview)
+        report = _extract_sources(project, side, sources, settings, make, progress, preview, face_filter)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -578,7 +591,7 @@ def _cpu_threads(settings: ExtractSettings) -> Iterator[None]:
 
 def _extract_sources(project: Project, side: str, sources: list[tuple[Path, FrameSource]],
                      settings: ExtractSettings, make: TrackerFactory, progress: bool,
-                     preview: Path | None) -> ExtractReport:
+                     preview: Path | None, face_filter: FaceFilter | None = None) -> ExtractReport:
     report = ExtractReport()
     tiles: list[Frame] = []
     per_source = PREVIEW_SAMPLES if len(sources) * PREVIEW_SAMPLES <= PREVIEW_MAX_SAMPLES else max(
@@ -586,7 +599,8 @@ def _extract_sources(project: Project, side: str, sources: list[tuple[Path, Fram
     with ThreadPoolExecutor(max_workers=FACE_WORKERS, thread_name_prefix="faces") as workers:
         for path, src in sources:
             run = _SourceRun(path, src, project=project, side=side, settings=settings, make_tracker=make,
-                             progress=progress, workers=workers, want_samples=per_source if preview else 0)
+                             progress=progress, workers=workers, want_samples=per_source if preview else 0,
+                             face_filter=face_filter)
             report.sources.append(run.run())
             if preview is not None and run.samples and run.db_path.exists():
                 with AlignmentStore.open_existing(run.db_path) as store:
