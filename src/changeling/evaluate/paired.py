@@ -57,6 +57,7 @@ class Scores:
     ssim_to_source: float  # mean masked SSIM of the output against A (what a non-swap scores)
     recognisable: float  # fraction of frames closer to B than to A
     jitter: float  # temporal jitter against the truth (0 = moves exactly like the truth)
+    landmark_error: float  # mean landmark distance output vs truth, in inter-ocular distances (nan: not run)
     frames: int
     baseline_ssim: float  # masked SSIM of A itself against B: the floor a swap must beat
 
@@ -98,8 +99,35 @@ def swap_faces(model: torch.nn.Module, faces: np.ndarray, to: str = "B", batch: 
     return np.concatenate(outs).astype(np.float32)
 
 
-def score_outputs(outputs: np.ndarray, data: PairedData) -> Scores:
-    """Scores of A->B outputs against the truth."""
+LANDMARK_SIZE = 256  # crops are upscaled to this before the landmarker sees them
+
+
+def landmark_error(outputs: np.ndarray, truths: np.ndarray, truth_points: np.ndarray) -> float:
+    """Expression and pose fidelity: our landmarker on the output and on the truth (the same region of interest,
+    placed by the truth's known landmarks), mean point distance over the 468 mesh points divided by the
+    inter-ocular distance (outer eye corners), averaged over frames."""
+    import cv2
+
+    from changeling.detect import FaceLandmarker
+    from changeling.detect.roi import roi_from_landmarks
+
+    r = outputs.shape[1]
+    scale = LANDMARK_SIZE / r
+
+    def up(imgs: np.ndarray) -> list[np.ndarray]:
+        return [cv2.resize(np.clip(i * 255 + 0.5, 0, 255).astype(np.uint8), (LANDMARK_SIZE, LANDMARK_SIZE),
+                           interpolation=cv2.INTER_CUBIC) for i in imgs]
+
+    rois = [roi_from_landmarks(p * scale) for p in truth_points]
+    marker = FaceLandmarker("cpu", iris=False)
+    got = marker(up(outputs), rois).points[:, :468, :2]
+    ref = marker(up(truths), rois).points[:, :468, :2]
+    iod = np.linalg.norm(ref[:, 33] - ref[:, 263], axis=1)
+    return float(np.mean(np.linalg.norm(got - ref, axis=2).mean(axis=1) / np.maximum(iod, 1e-6)))
+
+
+def score_outputs(outputs: np.ndarray, data: PairedData, *, landmarks: bool = True) -> Scores:
+    """Scores of A->B outputs against the truth (``landmarks=False`` skips the landmarker)."""
     n = len(outputs)
     ssim = [masked_ssim(outputs[t], data.b[t], data.masks[t]) for t in range(n)]
     to_a = [masked_ssim(outputs[t], data.a[t], data.masks[t]) for t in range(n)]
@@ -110,6 +138,7 @@ def score_outputs(outputs: np.ndarray, data: PairedData) -> Scores:
     finite = [p for p in psnr if math.isfinite(p)]
     return Scores(ssim=float(np.mean(ssim)), psnr=float(np.mean(finite)) if finite else float("inf"),
                   ssim_to_source=float(np.mean(to_a)), recognisable=float(np.mean(rec)), jitter=jitter,
+                  landmark_error=landmark_error(outputs, data.b, data.b_points) if landmarks else float("nan"),
                   frames=n, baseline_ssim=float(np.mean(base)))
 
 

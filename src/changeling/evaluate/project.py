@@ -73,10 +73,12 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
 
 
 def format_scores(rows: list[dict[str, Any]]) -> str:
-    head = f"{'step':>7} {'minutes':>7} {'SSIM(B)':>8} {'SSIM(A)':>8} {'PSNR':>6} {'recog':>6} {'jitter':>7}"
+    head = (f"{'step':>7} {'minutes':>7} {'SSIM(B)':>8} {'SSIM(A)':>8} {'PSNR':>6} {'recog':>6} {'jitter':>7} "
+            f"{'lmk err':>7}")
     lines = [head]
     for r in rows:
         psnr = r["psnr"] if r["psnr"] is not None else float("inf")
         lines.append(f"{r['step']:>7} {r['train_seconds'] / 60:>7.1f} {r['ssim']:>8.3f} {r['ssim_to_source']:>8.3f} "
-                     f"{psnr:>6.1f} {r['recognisable']:>6.0%} {r['jitter']:>7.4f}")
+                     f"{psnr:>6.1f} {r['recognisable']:>6.0%} {r['jitter']:>7.4f} "
+                     f"{r['landmark_error'] if r['landmark_error'] is not None else float('nan'):>7.3f}")
     return "\n".join(lines)
