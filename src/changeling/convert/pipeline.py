@@ -1,0 +1,416 @@
+"""The converter: one object built from injected parts, with one call that renders a whole video.
+
+Stages, each overlapping the others::
+
+    decode thread ──▶ main: faces (store or tracker) → choose → smooth → align → crop → model in batches
+                      ──▶ render pool: colour → mask → sharpen → paste back → watermark
+                      ──▶ write thread: encode / save, in frame order
+
+Frames without a face are handed to the writer as decoded (bit-exact). Any failure stops every stage and the
+writer removes its temporary output, so nothing appears under the final name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from changeling.convert.blend import paste_back, scale_about_centre
+from changeling.convert.color import ColorMatcher
+from changeling.convert.maskops import MaskBuilder
+from changeling.convert.sharpen import unsharp_mask
+from changeling.convert.smooth import LandmarkSmoother, params_for_strength
+from changeling.convert.writers import FrameWriter, Patch, RenderedFrame, WriterFactory, check_not_input
+from changeling.detect.align import face_affine, transform_points, warp_face
+from changeling.errors import UserError
+from changeling.progress import bar
+from changeling.types import Affine, FaceType, Frame
+from changeling.video.reader import FrameSource, TimedFrame, open_frames
+
+log = logging.getLogger(__name__)
+
+
+# ---- the parts --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """A face in a frame: (N, 3) landmarks and (4,) box in frame pixels; the source's track id if it has one."""
+
+    landmarks: NDArray[np.float32]
+    box: NDArray[np.float32]
+    track_id: int | None = None
+    score: float = 1.0
+
+    @property
+    def area(self) -> float:
+        b = self.box
+        return float(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
+
+
+class FaceSource(Protocol):
+    """Where the faces of each frame come from (a stored alignments file, or detection on the fly)."""
+
+    def open(self, source: FrameSource) -> None:
+        """Check that this face source fits the video (raise :class:`UserError` if not)."""
+
+    def faces(self, frames: Sequence[TimedFrame]) -> list[list[DetectedFace]]:
+        """The faces of each frame of a batch, frames given in order."""
+
+
+class Swapper(Protocol):
+    """The model, seen from the converter: aligned crops in, swapped faces and their masks out."""
+
+    resolution: int
+    face_type: FaceType
+
+    def __call__(self, crops: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(N, R, R, 3) uint8 crops -> (N, R, R, 3) float32 faces in [0, 1] and (N, R, R) float32 masks."""
+
+
+FaceFilter = Callable[[Frame, list[DetectedFace]], list[DetectedFace]]
+Marker = Callable[[Frame], Frame]
+Aligner = Callable[[np.ndarray, FaceType, int], Affine]
+
+
+def largest_face(frame: Frame, faces: list[DetectedFace]) -> list[DetectedFace]:
+    """Keep only the largest face (by box area)."""
+    return [max(faces, key=lambda f: f.area)] if faces else []
+
+
+def all_faces(frame: Frame, faces: list[DetectedFace]) -> list[DetectedFace]:
+    """Keep every face."""
+    return list(faces)
+
+
+@dataclass
+class ConvertReport:
+    """What a run did. ``stages`` holds seconds of work per stage (summed over threads)."""
+
+    output: Path
+    frames: int
+    frames_swapped: int
+    faces_swapped: int
+    skipped: int
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+    faces_found: int = 0  # before choosing which to swap (largest, reference)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class FaceJob:
+    """One face of one frame on its way through the converter."""
+
+    face_index: int
+    landmarks: NDArray[np.float32]  # (N, 3) frame px, smoothed
+    affine: Affine  # frame -> crop
+    crop: NDArray[np.uint8]  # (R, R, 3) the original face crop
+    swapped: NDArray[np.float32] | None = None  # (R, R, 3) in [0, 1]
+    predicted_mask: NDArray[np.float32] | None = None  # (R, R)
+
+
+@dataclass
+class FramePlan:
+    frame: TimedFrame
+    faces: list[FaceJob]
+
+
+class _Timer:
+    """Thread-safe sums of seconds per stage, and the faces the face source found."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.faces_found = 0  # only the main thread counts
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+# ---- the converter ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Converter:
+    """Renders the swap into a video. Build it from parts (:func:`changeling.convert.build_converter` assembles
+    the usual ones for a project), then call :meth:`run`.
+
+    ``color``: colour matcher ``(face, target, mask) -> face``; ``masks``: the blend mask builder;
+    ``select``: which faces of a frame to swap; ``smooth``: temporal smoothing strength in [0, 1] (0: off);
+    ``sharpen``: unsharp-mask amount; ``face_scale``: size of the pasted face relative to the original;
+    ``marker``: the provenance watermark applied to every frame with a swapped face;
+    ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread).
+    """
+
+    faces: FaceSource
+    swapper: Swapper
+    color: ColorMatcher
+    masks: MaskBuilder
+    writer_factory: WriterFactory
+    marker: Marker | None
+    select: FaceFilter = largest_face
+    smooth: float = 0.5
+    sharpen: float = 0.0
+    face_scale: float = 1.0
+    batch_size: int = 8
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    progress: bool = True
+    label: str = ""  # what the run uses, logged once the inputs are checked
+    align: Aligner = face_affine
+    timer: _Timer = field(default_factory=_Timer, repr=False)
+
+    # -- steps usable on their own (preview, tests) --
+
+    def prepare(self, frames: Sequence[TimedFrame], smoother: LandmarkSmoother | None = None) -> list[FramePlan]:
+        """Find, choose, smooth and align the faces of a batch of frames, and run the model on their crops."""
+        r, face_type = int(self.swapper.resolution), self.swapper.face_type
+        t0 = time.perf_counter()
+        detected = self.faces.faces(frames)
+        if len(detected) != len(frames):
+            raise RuntimeError(f"face source gave {len(detected)} results for {len(frames)} frames")
+        t1 = time.perf_counter()
+        self.timer.add("faces", t1 - t0)
+        plans: list[FramePlan] = []
+        jobs: list[FaceJob] = []
+        for tf, found in zip(frames, detected, strict=True):
+            self.timer.faces_found += len(found)
+            chosen = self.select(tf.image, list(found)) if found else []
+            lms: list[NDArray[np.float32]] = [np.asarray(f.landmarks, np.float32) for f in chosen]
+            if smoother is not None:
+                lms = smoother.update(tf.time, lms, [f.box for f in chosen], [f.track_id for f in chosen])
+            fjobs = []
+            for i, lm in enumerate(lms):
+                affine = np.asarray(self.align(lm, face_type, r), dtype=np.float64)
+                crop = warp_face(tf.image, affine, r, border="replicate")
+                fjobs.append(FaceJob(i, lm, affine, crop))
+            jobs.extend(fjobs)
+            plans.append(FramePlan(tf, fjobs))
+        t2 = time.perf_counter()
+        self.timer.add("align", t2 - t1)
+        for start in range(0, len(jobs), self.batch_size):
+            part = jobs[start:start + self.batch_size]
+            faces, masks = self.swapper(np.stack([j.crop for j in part]))
+            for j, f, m in zip(part, faces, masks, strict=True):
+                j.swapped, j.predicted_mask = f, m
+        self.timer.add("model", time.perf_counter() - t2)
+        return plans
+
+    def render(self, plan: FramePlan, color: ColorMatcher | None = None) -> RenderedFrame:
+        """Colour-match, mask, sharpen and paste every face of a planned frame; watermark it if it changed."""
+        tf = plan.frame
+        if not plan.faces:
+            return RenderedFrame(tf.index, tf.time, tf.image, swapped=False)
+        t0 = time.perf_counter()
+        match = color or self.color
+        r = int(self.swapper.resolution)
+        out = tf.image.copy()
+        patches = []
+        for job in plan.faces:
+            assert job.swapped is not None
+            points = transform_points(job.landmarks, job.affine)
+            mask = self.masks(job.predicted_mask, points, r)
+            paste_affine = scale_about_centre(job.affine, self.face_scale, r)
+            target = job.crop if self.face_scale == 1.0 else warp_face(tf.image, paste_affine, r, border="replicate")
+            face = match(job.swapped, target, mask)
+            face = unsharp_mask(face, self.sharpen)
+            face_u8 = np.clip(np.asarray(face, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            paste_back(out, face_u8, mask, paste_affine, inplace=True)
+            patches.append(Patch(job.face_index, face_u8, mask, paste_affine))
+        if self.marker is not None:
+            out = self.marker(out)
+        self.timer.add("render", time.perf_counter() - t0)
+        return RenderedFrame(tf.index, tf.time, out, swapped=True, patches=patches)
+
+    # -- the whole run --
+
+    def run(self, source: Path | str, output: Path | str) -> ConvertReport:
+        """Convert ``source`` (a video, image or image folder) into ``output`` through the writer factory."""
+        source, output = Path(source), Path(output)
+        check_not_input(output, source)
+        frames = open_frames(source)
+        self.faces.open(frames)
+        if self.label:
+            log.info("convert %s -> %s: %s", source, output, self.label)
+        self.timer = _Timer()
+        writer = self.writer_factory(output, frames)
+        stop = threading.Event()
+        decoded: queue.Queue[Any] = queue.Queue(maxsize=2 * self.batch_size)
+        ready: queue.Queue[Any] = queue.Queue(maxsize=2 * self.batch_size + max(self.workers, 1))
+        errors: list[BaseException] = []
+        counts = {"frames": 0, "swapped": 0, "faces": 0}
+        smoother = LandmarkSmoother(params_for_strength(self.smooth))
+        pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render") if self.workers > 0 else None
+        decoder = threading.Thread(target=self._decode, args=(frames, decoded, stop), name="decode", daemon=True)
+        writer_thread = threading.Thread(target=self._write, args=(writer, ready, stop, errors, counts, pbar),
+                                         name="write", daemon=True)
+        start = time.perf_counter()
+        try:
+            decoder.start()
+            writer_thread.start()
+            chunk: list[TimedFrame] = []
+            while True:
+                item = self._get(decoded, stop, errors)
+                if isinstance(item, _Failed):
+                    raise item.exc
+                if item is None:
+                    raise RuntimeError("the decoder stopped")
+                if item is not _END:
+                    chunk.append(item)
+                if chunk and (item is _END or len(chunk) >= self.batch_size):
+                    for plan in self.prepare(chunk, smoother):
+                        fut: Future[tuple[RenderedFrame, object]]
+                        if pool is None:
+                            fut = Future()
+                            fut.set_result(self._finish(plan, writer))
+                        else:
+                            fut = pool.submit(self._finish, plan, writer)
+                        self._put(ready, fut, stop, errors)
+                    chunk = []
+                if item is _END:
+                    break
+            self._put(ready, _END, stop, errors)
+            writer_thread.join()
+            if errors:
+                raise errors[0]
+            path = writer.close()
+        except BaseException:
+            stop.set()
+            writer_thread.join(timeout=30)
+            writer.abort()
+            raise
+        finally:
+            stop.set()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            decoder.join(timeout=30)
+            pbar.close()
+        seconds = time.perf_counter() - start
+        report = ConvertReport(output=path, frames=counts["frames"], frames_swapped=counts["swapped"],
+                               faces_swapped=counts["faces"], skipped=frames.skipped, seconds=seconds,
+                               stages=dict(self.timer.seconds), faces_found=self.timer.faces_found)
+        if report.faces_found == 0:
+            log.warning("%s: no face was found in any frame; the output holds the input's frames unchanged", source)
+        elif report.faces_swapped == 0:
+            log.warning("%s: %d faces were found but none was chosen (reference filter?); nothing was swapped",
+                        source, report.faces_found)
+        return report
+
+    # -- threads --
+
+    def _finish(self, plan: FramePlan, writer: FrameWriter) -> tuple[RenderedFrame, object]:
+        """Render a frame and do the writer's unordered share of the work (runs in the render pool)."""
+        rendered = self.render(plan)
+        t0 = time.perf_counter()
+        prepared = writer.prepare(rendered)
+        self.timer.add("prepare", time.perf_counter() - t0)
+        return rendered, prepared
+
+    def _decode(self, frames: Iterable[TimedFrame], out: queue.Queue[Any], stop: threading.Event) -> None:
+        try:
+            it = iter(frames)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                tf = next(it, None)
+                self.timer.add("decode", time.perf_counter() - t0)
+                if tf is None:
+                    break
+                self._put(out, tf, stop, [])
+            self._put(out, _END, stop, [])
+        except _Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            try:
+                self._put(out, _Failed(exc), stop, [])
+            except _Stopped:
+                return
+
+    def _write(self, writer: FrameWriter, ready: queue.Queue[Any], stop: threading.Event, errors: list[BaseException],
+               counts: dict[str, int], pbar: Any) -> None:
+        try:
+            while True:
+                item = self._get(ready, stop, [])
+                if item is _END or item is None:
+                    return
+                rendered, prepared = item.result()
+                t0 = time.perf_counter()
+                writer.write(rendered, prepared)
+                self.timer.add("write", time.perf_counter() - t0)
+                counts["frames"] += 1
+                if rendered.swapped:
+                    counts["swapped"] += 1
+                    counts["faces"] += len(rendered.patches)
+                pbar.update(1)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            errors.append(exc)
+            stop.set()
+
+    @staticmethod
+    def _put(q: queue.Queue[Any], item: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+        while True:
+            if errors:
+                raise errors[0]
+            if stop.is_set() and item is not _END and not isinstance(item, _Failed):
+                raise _Stopped
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if errors:
+                    raise errors[0] from None
+                if stop.is_set():
+                    raise _Stopped from None
+
+    @staticmethod
+    def _get(q: queue.Queue[Any], stop: threading.Event, errors: list[BaseException]) -> Any:
+        while True:
+            if errors:
+                raise errors[0]
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    if errors:
+                        raise errors[0] from None
+                    return None
+
+
+class _Stopped(Exception):
+    """Another stage failed; this one stops quietly."""
+
+
+def check_model(*, preset: str, resolution: int, face_type: str, model_dir: Path, expected_preset: str | None,
+                faces_face_type: str | None, faces_size: int | None) -> None:
+    """Refuse a model that does not belong to this project: another preset than the project's settings name, or
+    a face type other than the project's extracted faces (its crops would not line up with what it learned).
+    ``faces_size`` is informational: the converter crops at the model's own resolution."""
+    if expected_preset is not None and preset != expected_preset:
+        raise UserError(f"holds a '{preset}' model ({resolution} px) but the project's settings say preset "
+                        f"'{expected_preset}'; train this project's model first or pass --model", model_dir)
+    if faces_face_type is not None and face_type != faces_face_type:
+        raise UserError(f"the model was trained on '{face_type}' crops but this project's faces are "
+                        f"'{faces_face_type}' ({faces_size} px); it belongs to another project", model_dir)

@@ -1,0 +1,94 @@
+"""``convert --preview FRAME``: one frame rendered with each colour mode, side by side with the original and the
+blend mask, so the user can choose a mode without rendering the whole video."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import PngImagePlugin
+
+from changeling.convert.blend import paste_back
+from changeling.convert.color import COLOR_MATCHERS, color_matcher
+from changeling.convert.pipeline import Converter
+from changeling.convert.writers import RenderedFrame
+from changeling.errors import UserError
+from changeling.types import Frame
+from changeling.video.images import write_image_atomic
+from changeling.video.reader import TimedFrame, open_frames
+
+log = logging.getLogger(__name__)
+
+
+def _label(panel: Frame, text: str) -> Frame:
+    out = panel.copy()
+    scale = max(out.shape[1] / 900.0, 0.4)
+    thick = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(out, (0, 0), (w + 8, h + base + 8), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+def mask_image(shape: tuple[int, ...], rendered: RenderedFrame) -> Frame:
+    """The blend masks of a rendered frame's faces in frame pixels, as a grey RGB image."""
+    out = np.zeros(shape, np.uint8)
+    for p in rendered.patches:
+        white = np.full_like(p.face, 255)
+        paste_back(out, white, p.mask, p.affine, inplace=True)
+    return out
+
+
+def side_by_side(original: Frame, swapped: Frame, mask: Frame, mode: str, max_panel_width: int = 1280) -> Frame:
+    """original | swapped | mask, labelled, each panel at most ``max_panel_width`` wide."""
+    h, w = original.shape[:2]
+    panels = [original, swapped, mask]
+    if w > max_panel_width:
+        size = (max_panel_width, max(1, round(h * max_panel_width / w)))
+        panels = [np.asarray(cv2.resize(p, size, interpolation=cv2.INTER_AREA), np.uint8) for p in panels]
+    names = ["original", f"swapped ({mode})", "mask"]
+    return np.hstack([_label(p, n) for p, n in zip(panels, names, strict=True)])
+
+
+def find_frame(source: Path, index: int) -> TimedFrame:
+    """Decode up to frame ``index`` of ``source``."""
+    if index < 0:
+        raise UserError(f"--preview takes a frame number from 0, got {index}")
+    n = 0
+    for tf in open_frames(source):
+        n += 1
+        if tf.index == index:
+            return tf
+    raise UserError(f"has {n} frames; --preview {index} is past the end (frames count from 0)", source)
+
+
+def write_previews(converter: Converter, source: Path, frame_index: int, out_dir: Path, *,
+                   modes: Sequence[str] = tuple(COLOR_MATCHERS), metadata: Mapping[str, str] | None = None,
+                   max_panel_width: int = 1280) -> list[Path]:
+    """Write ``NAME_fNNNNNN_MODE.png`` (original | swapped | mask) into ``out_dir`` for each colour mode.
+
+    The model runs once; each mode re-renders the same faces. Raises :class:`UserError` when the frame does
+    not exist or holds no face.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    converter.faces.open(open_frames(source))
+    tf = find_frame(source, frame_index)
+    plan = converter.prepare([tf], smoother=None)[0]
+    if not plan.faces:
+        raise UserError(f"no face found in frame {frame_index}; choose a frame with a face", source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    for k, v in (metadata or {}).items():
+        info.add_text(str(k), str(v))
+    written = []
+    for mode in modes:
+        rendered = converter.render(plan, color=color_matcher(mode))
+        img = side_by_side(tf.image, rendered.image, mask_image(tf.image.shape, rendered), mode, max_panel_width)
+        path = out_dir / f"{source.stem}_f{frame_index:06d}_{mode}.png"
+        write_image_atomic(path, img, pnginfo=info)
+        written.append(path)
+        log.info("preview: %s", path)
+    return written
