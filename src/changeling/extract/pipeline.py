@@ -170,7 +170,7 @@ def default_tracker_factory(settings: ExtractSettings) -> TrackerFactory:
     device = resolve_device(settings.device)
     detector = FaceDetector(variant=settings.detector, device=device, min_score=settings.min_score,
                             batch_size=max(settings.batch_size, 1))
-    landmarker = FaceLandmarker(device=device, iris=True, batch_size=max(settings.batch_size, 1))
+    landmarker = FaceLandmarker(device=device, iris=settings.iris, batch_size=max(settings.batch_size, 1))
     lanes = 1 if device.type == "cpu" else max(1, settings.batch_size // GPU_FRAMES_PER_LANE)
 
     def make() -> Tracker:

@@ -307,11 +307,28 @@ class AlignmentStore:
 
     def clean(self, faces_dir: Path) -> int:
         """Remove the entries of faces whose files are gone from ``faces_dir`` (the user deleted them), and of
-        faces flagged deleted. Faces never written (file NULL) are kept. Returns how many were removed."""
+        faces flagged deleted. Faces never written (file NULL) are kept. Returns how many were removed.
+
+        A face counts as present by its metadata (this source's hash, frame and face index), wherever it lies
+        under ``faces_dir``, so faces renamed by ``faces sort`` or moved by ``faces cluster`` are not lost."""
+        from changeling.faces.facefile import FaceFileError, read_meta
+
         faces_dir = Path(faces_dir)
-        present = {p.name for p in faces_dir.iterdir()} if faces_dir.is_dir() else set()
         rows = self._conn.execute("SELECT frame, face, file, deleted FROM faces WHERE file IS NOT NULL").fetchall()
-        gone = [(fr, fa) for fr, fa, name, deleted in rows if deleted or name not in present]
+        stored = {name for _fr, _fa, name, _d in rows}
+        names = {p.name for p in faces_dir.iterdir()} if faces_dir.is_dir() else set()
+        present: set[tuple[int, int]] = set()
+        for p in sorted(faces_dir.rglob("*.png")) if faces_dir.is_dir() else []:
+            if p.name in stored and p.parent == faces_dir:
+                continue  # found under its own name
+            try:
+                meta = read_meta(p)
+            except FaceFileError:
+                continue
+            if meta.source_hash == self.source_hash:
+                present.add((meta.frame_index, meta.face_index))
+        gone = [(fr, fa) for fr, fa, name, deleted in rows
+                if deleted or (name not in names and (fr, fa) not in present)]
         with self._tx():
             self._conn.executemany("DELETE FROM faces WHERE frame = ? AND face = ?", gone)
         return len(gone)
