@@ -128,8 +128,10 @@ def test_frames_without_faces_are_bit_exact_and_faces_are_swapped(video: Path, t
     src, _ = decode_all(video)  # PyAV's own decode of the source
     assert len(got) == N
     for i in range(N):
-        if i in NO_FACE:
-            np.testing.assert_array_equal(got[i], src[i])  # bit-exact pass-through
+        if i in NO_FACE:  # bit-exact pass-through but for the marker's pixel
+            expected = src[i].copy()
+            expected[0, 0] = (1, 2, 3)
+            np.testing.assert_array_equal(got[i], expected)
             continue
         assert tuple(got[i][0, 0]) == (1, 2, 3)  # the marker ran on every swapped frame
         diff = np.any(got[i] != src[i], axis=2)
@@ -317,7 +319,7 @@ def test_no_face_anywhere_passes_everything_through(video: Path, tmp_path: Path,
     assert report.faces_swapped == report.faces_found == 0 and "no face was found" in caplog.text
     src, _ = decode_all(video)
     for a, b in zip(_pngs(out), src, strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, _marker(b))  # untouched but for the provenance mark
 
 
 def test_model_checks_refuse_another_preset_or_face_type(tmp_path: Path) -> None:
@@ -514,8 +516,11 @@ def test_end_to_end_frames_pass_through_and_faces_look_like_b(trained: dict[str,
     got = _pngs(out)
     src, _ = decode_all(trained["a"])
     assert len(got) == EN
-    for i in E_NO_FACE:
-        np.testing.assert_array_equal(got[i], src[i])  # bit-exact pass-through
+    from changeling.provenance import embed_watermark
+
+    for i in E_NO_FACE:  # bit-exact pass-through of the source frame, plus the provenance watermark
+        np.testing.assert_array_equal(got[i], embed_watermark(src[i]))
+        assert not np.array_equal(got[i], src[i])
     # the test's own identity measure: distance of the aligned face's centre to B's mean training face
     faces_b = [read_face(p)[0] for p in list_faces(trained["proj"] / "faces" / "B")]
     size = faces_b[0].shape[0]

@@ -162,7 +162,8 @@ class Converter:
     ``color``: colour matcher ``(face, target, mask) -> face``; ``masks``: the blend mask builder;
     ``select``: which faces of a frame to swap; ``smooth``: temporal smoothing strength in [0, 1] (0: off);
     ``sharpen``: unsharp-mask amount; ``face_scale``: size of the pasted face relative to the original;
-    ``marker``: the provenance watermark applied to every frame with a swapped face;
+    ``marker``: the provenance watermark applied to every frame written (frames without a face are otherwise
+    passed through untouched);
     ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread).
     """
 
@@ -223,7 +224,9 @@ class Converter:
         """Colour-match, mask, sharpen and paste every face of a planned frame; watermark it if it changed."""
         tf = plan.frame
         if not plan.faces:
-            return RenderedFrame(tf.index, tf.time, tf.image, swapped=False)
+            # unchanged but for the provenance mark: every frame changeling renders carries it
+            image = self.marker(tf.image) if self.marker is not None else tf.image
+            return RenderedFrame(tf.index, tf.time, image, swapped=False)
         t0 = time.perf_counter()
         match = color or self.color
         r = int(self.swapper.resolution)
