@@ -134,3 +134,23 @@ def test_metadata_is_written(tmp_path: Path) -> None:
         w.write(pattern_frame(0, 64, 48))
     with av.open(str(out)) as c:
         assert c.metadata.get("comment") == "hello"
+
+
+def test_i420_frames_match_rgb_frames(tmp_path: Path) -> None:
+    import cv2
+
+    frames = [pattern_frame(i, 64, 48) for i in range(6)]
+    rgb_out, yuv_out = tmp_path / "rgb.mp4", tmp_path / "yuv.mp4"
+    with VideoWriter(rgb_out, width=64, height=48, fps=24, crf=0) as w:
+        for f in frames:
+            w.write(f)
+    with VideoWriter(yuv_out, width=64, height=48, fps=24, crf=0) as w:
+        for i, f in enumerate(frames):
+            w.write_i420(cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420), i / 24)
+        with pytest.raises(ValueError, match="I420 planes"):
+            w.write_i420(np.zeros((48, 64), np.uint8))
+    a, ta = decode_all(rgb_out)
+    b, tb = decode_all(yuv_out)
+    assert len(a) == len(b) == 6 and ta == tb
+    for x, y in zip(a, b, strict=True):  # two colour converters, same picture within rounding
+        assert np.abs(x.astype(int) - y.astype(int)).mean() < 3

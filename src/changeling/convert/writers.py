@@ -16,11 +16,9 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Protocol
 
-import av
 import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -109,42 +107,6 @@ def check_not_input(output: Path, source: Path) -> None:
         raise UserError("the output path is the input; choose another name", output)
 
 
-class _I420VideoWriter(VideoWriter):
-    """:class:`VideoWriter` that also takes frames already in the encoder's yuv420p layout.
-
-    FFmpeg's own RGB -> yuv420p conversion runs in the single thread that feeds the encoder (about 8 ms per
-    1080p frame, a ceiling near 100 frames/s); OpenCV's takes 1 ms and runs in the converter's render threads
-    (measured on an H100 machine: 1080p convert went from 47-52 to 60-62 frames/s). The timestamp rule is
-    :meth:`VideoWriter.write`'s.
-    """
-
-    def write_i420(self, planes: np.ndarray, time: float | None = None) -> None:
-        """Append one frame given as OpenCV's I420 planes, (H * 3 / 2, W) uint8, shown at ``time`` seconds."""
-        if self._container is None:
-            raise RuntimeError("VideoWriter is not open")
-        if planes.dtype != np.uint8 or planes.shape != (self.height * 3 // 2, self.width):
-            raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420 planes, got {planes.shape}")
-        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        if time is None:
-            pts = 0 if self._last_pts is None else self._last_pts + round(1 / self.fps / self.time_base)
-        else:
-            exact = Fraction(time).limit_denominator(10_000_000)
-            slot = round(exact * self.fps)
-            if abs(exact - slot / self.fps) < Fraction(3, 2000):
-                exact = slot / self.fps
-            pts = round(exact / self.time_base)
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
-        self._last_pts = pts
-        frame.pts = pts
-        frame.time_base = self.time_base
-        for packet in self._stream.encode(frame):  # type: ignore[union-attr, arg-type]
-            self._container.mux(packet)
-        self.frames_written += 1
-        if self._audio is not None:
-            self._audio.pump(float(pts * self.time_base) + 0.5)
-
-
 class VideoFileWriter:
     """H.264 video (mp4, mkv, mov) with the source's audio and timestamps, and container metadata."""
 
@@ -153,7 +115,7 @@ class VideoFileWriter:
         self.path = Path(path)
         self._sign = sign
         audio = source.path if source.kind == "video" else None
-        self._writer = _I420VideoWriter(self.path, width=source.width, height=source.height, fps=source.fps,
+        self._writer = VideoWriter(self.path, width=source.width, height=source.height, fps=source.fps,
                                    time_base=source.time_base if source.kind == "video" else None, crf=crf,
                                    preset=preset, audio_from=audio, metadata=dict(metadata or {}),
                                    inputs=[source.path])

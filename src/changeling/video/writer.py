@@ -168,14 +168,9 @@ class VideoWriter:
             if has_audio:
                 self._audio = _AudioCarrier(self._audio_from, self._container, self.fmt)
 
-    def write(self, image: Frame, time: float | None = None) -> None:
-        """Append one (H, W, 3) uint8 RGB frame shown at ``time`` seconds (default: next slot at ``fps``)."""
-        if self._container is None:
-            raise RuntimeError("VideoWriter is not open")
-        if image.dtype != np.uint8 or image.shape != (self.height, self.width, 3):
-            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, "
-                             f"got {image.shape} {image.dtype}")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    def _next_pts(self, time: float | None) -> int:
+        """The timestamp of the next frame: ``time`` seconds (snapped to the rate's grid within 1.5 ms), or the
+        next slot at ``fps``; strictly rising."""
         if time is None:
             pts = 0 if self._last_pts is None else self._last_pts + round(1 / self.fps / self.time_base)
         else:
@@ -187,6 +182,12 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # timestamps must rise strictly
         self._last_pts = pts
+        return pts
+
+    def _encode(self, frame: av.VideoFrame, time: float | None) -> None:
+        if self._container is None:
+            raise RuntimeError("VideoWriter is not open")
+        pts = self._next_pts(time)
         frame.pts = pts
         frame.time_base = self.time_base
         for packet in self._stream.encode(frame):
@@ -194,6 +195,23 @@ class VideoWriter:
         self.frames_written += 1
         if self._audio is not None:
             self._audio.pump(float(pts * self.time_base) + 0.5)
+
+    def write(self, image: Frame, time: float | None = None) -> None:
+        """Append one (H, W, 3) uint8 RGB frame shown at ``time`` seconds (default: next slot at ``fps``)."""
+        if image.dtype != np.uint8 or image.shape != (self.height, self.width, 3):
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, "
+                             f"got {image.shape} {image.dtype}")
+        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"), time)
+
+    def write_i420(self, planes: np.ndarray, time: float | None = None) -> None:
+        """Append one frame already in the encoder's layout: OpenCV's I420 planes, (H * 3 / 2, W) uint8
+        (``cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)``). Converting in the caller's threads keeps FFmpeg's
+        colour conversion off the single thread that feeds the encoder. Needs even sides (yuv420p)."""
+        if self.settings.pix_fmt != "yuv420p":
+            raise ValueError("I420 frames need even frame sides")
+        if planes.dtype != np.uint8 or planes.shape != (self.height * 3 // 2, self.width):
+            raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420 planes, got {planes.shape}")
+        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p"), time)
 
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
