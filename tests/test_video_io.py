@@ -156,6 +156,6 @@ def test_i420_frames_match_rgb_frames(tmp_path: Path) -> None:
     b, tb = decode_all(yuv_out)
     assert len(a) == len(b) == 6 and ta == tb
     for x, y, f in zip(a, b, frames, strict=True):  # two colour converters: the same picture and colour range
-        assert np.abs(x.astype(int) - f).mean() < 4 and np.abs(y.astype(int) - f).mean() < 4
+        assert np.abs(x.astype(int) - f).mean() < 6 and np.abs(y.astype(int) - f).mean() < 6  # 4:2:0 chroma
         bias = (x.astype(float) - f).mean(axis=(0, 1)) - (y.astype(float) - f).mean(axis=(0, 1))
         assert np.all(np.abs(bias) < 1.0)
