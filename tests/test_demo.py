@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert frames == 100  # the 4 s held-out clip at 25 fps
     assert "provenance: marked" in r.stdout
     scores = json.loads((proj / "output" / "scores.json").read_text())
-    assert scores and {"ssim", "psnr", "recognisable", "landmark_error", "step"} <= set(scores[-1])
+    assert scores and {"ssim", "psnr", "recognisable", "landmark_error", "step", "identity"} <= set(scores[-1])
     assert (proj / "output" / "quality.png").stat().st_size > 0
     v = run_cli("verify", str(out))
     assert v.returncode == 0 and "MARKED" in v.stdout

@@ -42,3 +42,14 @@ def test_held_out_sequence_is_deterministic() -> None:
     assert np.array_equal(a.a, b.a) and np.array_equal(a.b, b.b)
     other = make_paired_data(PairedSpec(seconds=0.25, fps=8, seed=spec.seed + 1), 32, "whole")
     assert not np.array_equal(a.a, other.a)
+
+
+def test_identity_score_says_who_the_output_looks_like(data) -> None:
+    pytest.importorskip("dlib", reason="pip install 'changeling[identity]'")
+    from changeling.evaluate.paired import identity_scores
+
+    ideal = identity_scores(data.b, data, frames=4)
+    unchanged = identity_scores(data.a, data, frames=4)
+    assert ideal is not None and unchanged is not None
+    assert ideal["to_B"] < ideal["to_A"] and ideal["closer_to_B"] == 1.0
+    assert unchanged["to_A"] < unchanged["to_B"] and unchanged["closer_to_B"] == 0.0

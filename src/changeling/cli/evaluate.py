@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from changeling.evaluate.paired import PairedSpec
-    from changeling.evaluate.project import evaluate_project, format_scores
+    from changeling.evaluate.project import evaluate_project, format_identity, format_scores
 
     project = open_project(args.project)
     result = evaluate_project(project, spec=PairedSpec(seconds=args.seconds), device=args.device,
@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         verdict = "recognisable" if last["is_recognisable"] else "not yet recognisable"
         print(f"newest model: {verdict} ({last['recognisable']:.0%} of frames closer to B than to A; "
               f"SSIM to B {last['ssim']:.3f} vs A-unchanged baseline {last['baseline_ssim']:.3f})")
+        print(format_identity(last.get("identity")))
         print(f"scores: {result.json_path}\nplot:   {result.plot_path}")
     return 0

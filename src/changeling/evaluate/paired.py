@@ -126,6 +126,38 @@ def landmark_error(outputs: np.ndarray, truths: np.ndarray, truth_points: np.nda
     return float(np.mean(np.linalg.norm(got - ref, axis=2).mean(axis=1) / np.maximum(iod, 1e-6)))
 
 
+def identity_scores(outputs: np.ndarray, data: PairedData, frames: int = 12) -> dict[str, Any] | None:
+    """Who the swap looks like (``changeling[identity]``): the dlib embedding distance of the outputs to B's
+    and to A's aligned faces (``to_B`` low and ``to_A`` high for a good swap). ``None`` without the extra."""
+    import cv2
+
+    from changeling.errors import UserError
+
+    try:
+        from changeling.identity import FaceEmbedder, identity_score
+        embedder = FaceEmbedder()
+    except (ImportError, UserError):
+        return None
+    idx = np.linspace(0, len(outputs) - 1, min(frames, len(outputs))).round().astype(int)
+    scale = LANDMARK_SIZE / outputs.shape[1]
+
+    def faces(imgs: np.ndarray, points: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for t in idx:
+            img = cv2.resize(np.clip(imgs[t] * 255 + 0.5, 0, 255).astype(np.uint8), (LANDMARK_SIZE,) * 2,
+                             interpolation=cv2.INTER_CUBIC)
+            pts = np.concatenate([points[t] * scale, np.zeros((len(points[t]), 1), np.float32)], axis=1)
+            x0, y0 = pts[:, :2].min(axis=0)
+            x1, y1 = pts[:, :2].max(axis=0)
+            out.append((img, np.array([x0, y0, x1, y1], np.float32), pts))
+        return out
+
+    # the output sits in A's aligned space and carries A's expression: locate it by B's truth landmarks,
+    # which follow the same motion
+    return identity_score(faces(outputs, data.b_points), faces(data.a, data.a_points), faces(data.b, data.b_points),
+                          embedder=embedder)
+
+
 def score_outputs(outputs: np.ndarray, data: PairedData, *, landmarks: bool = True) -> Scores:
     """Scores of A->B outputs against the truth (``landmarks=False`` skips the landmarker)."""
     n = len(outputs)
@@ -142,11 +174,14 @@ def score_outputs(outputs: np.ndarray, data: PairedData, *, landmarks: bool = Tr
                   frames=n, baseline_ssim=float(np.mean(base)))
 
 
-def evaluate_model(model: torch.nn.Module, data: PairedData) -> Scores:
+def evaluate_model(model: torch.nn.Module, data: PairedData, *, identity: bool = False
+                   ) -> tuple[Scores, dict[str, Any] | None]:
+    """Scores of the model's A->B swap of the held-out sequence, and its identity score when asked for."""
     was_training = model.training
     model.eval()
     try:
-        return score_outputs(swap_faces(model, data.a, "B"), data)
+        outputs = swap_faces(model, data.a, "B")
+        return score_outputs(outputs, data), identity_scores(outputs, data) if identity else None
     finally:
         model.train(was_training)
 

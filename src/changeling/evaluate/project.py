@@ -55,21 +55,29 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
     dev = resolve_device(device)
     data: dict[tuple[int, str], PairedData] = {}
     rows = []
-    for step, path in iterate(found, desc="evaluating checkpoints", unit="ckpt", enabled=progress):
+    for k, (step, path) in enumerate(iterate(found, desc="evaluating checkpoints", unit="ckpt",
+                                             enabled=progress)):
         model, info = ck.load_for_inference(path, dev)
         key = (info.resolution, info.face_type)
         if key not in data:
             data[key] = make_paired_data(spec, info.resolution, info.face_type)
         with torch.inference_mode():
-            scores = evaluate_model(model, data[key])
+            scores, ident = evaluate_model(model, data[key], identity=k == len(found) - 1)
         rows.append({"step": step, "train_seconds": train_seconds(path), "preset": info.preset,
-                     "checkpoint": str(path), **scores.as_dict()})
+                     "checkpoint": str(path), **scores.as_dict(), "identity": ident})
         log.debug("step %d: %s", step, rows[-1])
     project.output_dir.mkdir(parents=True, exist_ok=True)
     json_path = project.output_dir / "scores.json"
     plot_path = project.output_dir / "quality.png"
     write_report(rows, json_path, plot_path)
     return EvaluateResult(rows=rows, json_path=json_path, plot_path=plot_path)
+
+
+def format_identity(ident: dict[str, Any] | None) -> str:
+    if ident is None:
+        return "identity: not measured (pip install 'changeling[identity]')"
+    return (f"identity (dlib embedding distance, newest model): to B {ident['to_B']:.3f}, to A {ident['to_A']:.3f} "
+            f"(A to B {ident['A_to_B']:.3f}); {ident['closer_to_B']:.0%} of outputs nearer to B")
 
 
 def format_scores(rows: list[dict[str, Any]]) -> str:

@@ -2,7 +2,7 @@
 
 Thresholds: each face becomes a 128-number embedding from dlib's face recognition network, and the identity
 distance between two faces is the Euclidean distance between their embeddings (frames of one person in one
-video usually lie within 0.3 of each other; the two test portraits, a man and a woman, are 0.7 apart). The
+video usually lie within 0.3 of each other; the two test portraits, two different women, are 0.7 apart). The
 default threshold is 0.6, the decision distance dlib documents for this model: two faces closer than that are
 taken to be the same person. If the right person's faces are being dropped (poor light, profiles, small
 faces), raise it a little (0.65); if someone else's faces get through (look-alikes, relatives), lower it
