@@ -63,7 +63,7 @@ def median_rate(fn: Callable[[], float], repeats: int, warmup: int = 1) -> tuple
     return statistics.median(values), values
 
 
-def run_cases(names: list[str], device: str, repeats: int) -> list[dict[str, Any]]:
+def run_cases(names: list[str], device: str, repeats: int, quick: bool = False) -> list[dict[str, Any]]:
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise UserError(f"unknown benchmark case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
@@ -72,10 +72,10 @@ def run_cases(names: list[str], device: str, repeats: int) -> list[dict[str, Any
         case = CASES[name]
         log.info("bench %s on %s ...", name, device)
         t0 = time.perf_counter()
-        out = resolve(case)(device=device, repeats=repeats)
+        out = resolve(case)(device=device, repeats=repeats, quick=quick)
         out = {"case": name, "device": device, "machine": describe(device), "torch": torch.__version__,
                "changeling": __version__, "date": _dt.date.today().isoformat(),
-               "wall_s": round(time.perf_counter() - t0, 2), **out}
+               "wall_s": round(time.perf_counter() - t0, 2), "quick": quick, **out}
         results.append(out)
         log.info("%s: %s %s (target %s)", name, out.get("value"), out.get("unit", ""), out.get("target", ""))
     return results

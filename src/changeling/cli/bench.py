@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json-out", type=Path, default=None, help="write the full results as JSON here")
     p.add_argument("--record", type=Path, default=None, metavar="RESULTS_MD", help="append rows to this file")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--quick", action="store_true",
+                   help="short windows, no torch.compile, fewer frames (for scarce GPU time; recorded as quick)")
     add_common(p, project=False)
     p.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     names = args.cases or (list(CASES) if device == "cuda" else list(CPU_DEFAULT))
-    results = run_cases(names, device, args.repeats)
+    results = run_cases(names, device, args.repeats, quick=args.quick)
     if args.json_out:
         write_json(results, args.json_out)
     if args.record:

@@ -1,0 +1,196 @@
+"""The benchmark cases behind ``changeling bench``. Each makes its own input (synthetic clips from the bundled
+portraits), excludes warm-up, and returns ``value`` (the headline figure), ``unit``, ``target`` and details."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from changeling.types import Frame
+
+TARGETS = {
+    "train-tiny": {"cpu": ">= 60 examples/s", "cuda": ">= 0.9x reference step"},
+    "extract-720p": {"cpu": ">= 60 frames/s", "cuda": ">= 1000 frames/s"},
+    "convert-720p": {"cpu": ">= 20 frames/s", "cuda": "-"},
+    "convert-1080p": {"cpu": "-", "cuda": ">= 150 frames/s"},
+    "time-to-recognisable": {"cpu": "<= 600 s", "cuda": "<= 90 s"},
+}
+
+
+def _target(case: str, device: str) -> str:
+    if case.startswith("train-") and case != "train-tiny":
+        return "-" if device == "cpu" else ">= 0.9x reference, >= 45% of dense bf16 peak"
+    return TARGETS.get(case, {}).get("cuda" if device.startswith("cuda") else "cpu", "-")
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _train(preset: str, case: str, device: str, repeats: int, quick: bool = False, **dims: Any) -> dict[str, Any]:
+    from changeling.bench.train_bench import bench_train
+
+    window = {"seconds": 3.0, "compile": "off"} if quick else {}
+    out = bench_train(preset, device, repeats=repeats, **window, **dims)
+    return {"value": out["examples_per_s"], "unit": "examples/s", "target": _target(case, device), **out,
+            "detail_keys": [k for k in ("ratio_to_reference", "tflops", "batch", "peak_memory_mb",
+                                        "gflop_per_example") if k in out]}
+
+
+def train_tiny(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("tiny", "train-tiny", device, repeats, quick=quick)
+
+
+def train_original(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("original", "train-original", device, repeats, quick=quick)
+
+
+def train_df128(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("df", "train-df128", device, repeats, resolution=128, quick=quick)
+
+
+def train_df256(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("df", "train-df256", device, repeats, resolution=256, quick=quick)
+
+
+def train_liae128(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("liae", "train-liae128", device, repeats, resolution=128, quick=quick)
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+
+
+def moving_portrait_frames(n: int, width: int = 1280, height: int = 720) -> list[Frame]:
+    """The astronaut portrait moving, turning and scaling over a ``width`` x ``height`` frame."""
+    from changeling.synth import load_portrait
+
+    face = load_portrait("astronaut").image
+    cx, cy = face.shape[1] / 2, face.shape[0] / 2
+    frames = []
+    for k in range(n):
+        t = k / max(n - 1, 1)
+        scale = (height / face.shape[0]) * (0.8 + 0.2 * np.sin(2 * np.pi * t))
+        ang = np.deg2rad(10 * np.sin(4 * np.pi * t))
+        c, s = np.cos(ang) * scale, np.sin(ang) * scale
+        m = np.array([[c, -s, 0.0], [s, c, 0.0]])
+        m[:, 2] = np.array([width / 2 + width / 5 * np.sin(2 * np.pi * t), height / 2]) - m[:, :2] @ [cx, cy]
+        frames.append(cv2.warpAffine(face, m, (width, height), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT))
+    return frames
+
+
+def extract_720p(device: str, repeats: int, quick: bool = False, frames: int = 240) -> dict[str, Any]:
+    """Extraction end to end (decode, detect or track, landmark, align, mask, PNG + SQLite) of a 720p clip."""
+    from changeling.config import ExtractSettings
+    from changeling.extract import extract
+    from changeling.project import init_project
+    from changeling.video.testclip import write_clip
+
+    n = frames if device == "cpu" else frames * (2 if quick else 4)
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_clip(Path(tmp) / "clip720.mp4", width=1280, height=720, fps=30,
+                          images=moving_portrait_frames(n), audio="aac", crf=20)
+        settings = ExtractSettings(device="cuda" if device.startswith("cuda") else "cpu",
+                                   batch_size=16 if device == "cpu" else 256)
+        for r in range(repeats + 1):  # the first run warms up (model load, kernels) and is not counted
+            project = init_project(Path(tmp) / f"p{r}")
+            t0 = time.perf_counter()
+            report = extract(project, "A", [clip], settings, progress=False)
+            dt = time.perf_counter() - t0
+            if r:
+                rates.append(report.frames_read / dt)
+    value = float(np.median(rates))
+    return {"value": value, "unit": "frames/s", "target": _target("extract-720p", device), "frames": n,
+            "runs": [round(x, 1) for x in rates], "detail_keys": ["frames", "runs"]}
+
+
+# ------------------------------------------------------------------------------------------------- convert
+
+
+def _convert(resolution: str, device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    from changeling.bench.convert_bench import bench_convert
+
+    frames = 120 if device == "cpu" else (300 if quick else 600)
+    runs = [bench_convert(resolution, device, frames) for _ in range(repeats)]
+    best = sorted(runs, key=lambda r: r["fps"])[len(runs) // 2]
+    return {"value": best["fps"], "unit": "frames/s", "target": _target(f"convert-{resolution}", device),
+            "frames": frames, "runs": [round(r["fps"], 1) for r in runs],
+            "stages_ms": best.get("stages_ms"), "detail_keys": ["frames", "runs", "stages_ms"]}
+
+
+def convert_720p(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _convert("720p", device, repeats, quick)
+
+
+def convert_1080p(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _convert("1080p", device, repeats, quick)
+
+
+# -------------------------------------------------------------------------------------- time to recognisable
+
+
+def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_s: float | None = None,
+                         preset: str | None = None) -> dict[str, Any]:
+    """Train on the demo's training clips and score the held-out sequence every few steps; the training time
+    (evaluation excluded) until >= 90% of held-out frames are closer to B than to A, and the masked SSIM and
+    PSNR at the end of the budget."""
+    from changeling.config import ExtractSettings, TrainSettings
+    from changeling.demo import _clips
+    from changeling.evaluate.paired import PairedSpec, make_paired_data
+    from changeling.extract import extract
+    from changeling.project import init_project
+    from changeling.train.loop import train
+
+    cuda = device.startswith("cuda")
+    budget = budget_s if budget_s is not None else (90.0 if cuda else 600.0) / (3 if quick else 1)
+    preset = preset or "tiny"
+    spec = PairedSpec()
+    with tempfile.TemporaryDirectory() as tmp:
+        project = init_project(Path(tmp) / "ttr")
+        clips = _clips(project, spec, progress=False)
+        ex = ExtractSettings(device="cuda" if cuda else "cpu")
+        for side in ("A", "B"):
+            extract(project, side, [clips[side]], ex, progress=False)
+        settings = TrainSettings(preset=preset, device="cuda" if cuda else "cpu", max_time=budget,
+                                 preview_every=25 if cuda else 10, save_every=10_000)
+        data: dict[tuple[int, str], Any] = {}
+        trace: list[dict[str, float]] = []
+        eval_s = 0.0
+        t_start = time.perf_counter()
+
+        def probe(model: Any, step: int, _previews: Path) -> None:
+            nonlocal eval_s
+            t0 = time.perf_counter()
+            cfg = model.config
+            key = (cfg.resolution, "whole")
+            if key not in data:
+                data[key] = make_paired_data(spec, cfg.resolution, "whole")
+            s = _quick_scores(model, data[key])
+            eval_s += time.perf_counter() - t0
+            trace.append({"step": step, "train_s": time.perf_counter() - t_start - eval_s, **s})
+
+        train(project, settings, progress=False, frame_preview=probe)
+    first = next((t for t in trace if t["recognisable"] >= 0.9), None)
+    last = trace[-1] if trace else {}
+    return {"value": first["train_s"] if first else float("nan"), "unit": "s", "preset": preset,
+            "target": _target("time-to-recognisable", device), "budget_s": budget,
+            "ssim_at_end": last.get("ssim"), "psnr_at_end": last.get("psnr"),
+            "recognisable_at_end": last.get("recognisable"), "steps": last.get("step"), "trace": trace,
+            "detail_keys": ["preset", "budget_s", "ssim_at_end", "psnr_at_end", "steps"]}
+
+
+def _quick_scores(model: Any, data: Any) -> dict[str, float]:
+    from changeling.evaluate.paired import score_outputs, swap_faces
+
+    was = model.training
+    model.eval()
+    try:
+        s = score_outputs(swap_faces(model, data.a, "B"), data, landmarks=False)
+    finally:
+        model.train(was)
+    return {"ssim": s.ssim, "psnr": s.psnr, "recognisable": s.recognisable}
