@@ -53,7 +53,7 @@ QUEUE_FRAMES = 2  # decoded batches waiting for the networks
 MEMORY_BUDGET = 512 << 20  # bytes of decoded frames held by the decode queue, and by one batch
 GPU_FRAMES_PER_LANE = 8  # on a GPU, a batch of B frames is tracked as B / 8 runs side by side
 # threads that crop, mask and write faces (OpenCV and zlib release the GIL): 2 on a laptop, more where the
-# cores are (the 720p GPU benchmark was bound by this pool at 2; see bench/RESULTS.md)
+# cores are (on an H100 machine the 720p benchmark was limited by this CPU side; see bench/RESULTS.md)
 FACE_WORKERS = max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
