@@ -2,8 +2,10 @@
 
 A job is the same ``changeling`` command a user would type, run as a child process of the UI server: it keeps
 running when the page is reloaded or the browser closed, a crash in it cannot take the server down, and
-"stop" is a Ctrl+C (SIGINT), on which the trainer saves before exiting. The job's state lives in
-``PROJECT/logs/ui_job.json`` and its output in ``PROJECT/logs/ui_job.log``, so a reopened page shows it again.
+"stop" is a Ctrl+C (SIGINT to the job's process group), on which the trainer saves before exiting. The job's
+state lives in ``PROJECT/logs/ui_job.json`` and its output in ``PROJECT/logs/ui_job.log``, so a reopened page
+shows it again, and a restarted server finds a job that outlived it (same pid, same command line) and can
+still stop it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from changeling.errors import UserError
+
+UNKNOWN_EXIT = -1  # the job ended while no server watched it: its exit status is lost
 
 
 @dataclass
@@ -26,7 +31,7 @@ class JobState:
     kind: str = ""  # "extract A", "train", "convert", ...
     argv: list[str] = field(default_factory=list)
     pid: int = 0
-    started: float = 0.0
+    started: float = 0.0  # time.time()
     finished: float = 0.0
     returncode: int | None = None
 
@@ -34,28 +39,32 @@ class JobState:
     def running(self) -> bool:
         return self.pid > 0 and self.returncode is None
 
-    def status_line(self) -> str:
+    def status_line(self, now: float | None = None) -> str:
         if not self.kind:
             return "no job has run yet"
         if self.running:
-            return f"{self.kind}: running for {time.time() - self.started:.0f} s"
+            return f"{self.kind}: running for {_duration((now or time.time()) - self.started)}"
+        took = _duration(self.finished - self.started)
+        if self.returncode == UNKNOWN_EXIT:
+            return f"{self.kind}: ended while the UI was not running (outcome unknown; see the log)"
         verdict = {0: "finished", 130: "stopped"}.get(self.returncode or 0, f"failed (exit {self.returncode})")
-        return f"{self.kind}: {verdict} after {self.finished - self.started:.0f} s"
+        return f"{self.kind}: {verdict} after {took}"
 
 
 class JobRunner:
-    """Runs at most one job per project folder; thread-safe."""
+    """Runs at most one job per project folder; thread-safe.
 
-    def __init__(self, project: Path) -> None:
+    ``command`` is the program the job's arguments are appended to (default: this Python running
+    ``-m changeling``); tests pass another program.
+    """
+
+    def __init__(self, project: Path, command: Sequence[str] | None = None) -> None:
         self.project = Path(project)
+        self.command = list(command) if command is not None else [sys.executable, "-m", "changeling"]
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self.state = self._load()
-        if self.state.running and not _alive(self.state.pid):
-            # the server restarted while a job ran; that process is gone
-            self.state.returncode = -1
-            self.state.finished = time.time()
-            self._save()
+        self.poll()
 
     @property
     def state_path(self) -> Path:
@@ -79,18 +88,20 @@ class JobRunner:
         os.replace(tmp, self.state_path)
 
     def start(self, kind: str, args: list[str]) -> JobState:
-        """Start ``changeling ARGS`` for this project; refuses while another job runs."""
+        """Start ``COMMAND ARGS`` in the project folder; refuses while another job runs."""
         with self._lock:
-            self.poll()
+            self._poll_locked()
             if self.state.running:
-                raise UserError(f"a job is already running ({self.state.kind}); stop it or wait")
-            argv = [sys.executable, "-m", "changeling", *args]
+                raise UserError(f"a job is already running ({self.state.kind}); stop it or wait for it")
+            argv = [*self.command, *args]
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child process
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          cwd=self.project, env=env, start_new_session=True)
-            log.close()
+            try:
+                self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              cwd=self.project, env=env, start_new_session=True)
+            finally:
+                log.close()
             self.state = JobState(kind=kind, argv=argv, pid=self._proc.pid, started=time.time())
             self._save()
             threading.Thread(target=self._wait, args=(self._proc,), daemon=True).start()
@@ -99,52 +110,121 @@ class JobRunner:
     def _wait(self, proc: subprocess.Popen[bytes]) -> None:
         rc = proc.wait()
         with self._lock:
-            if self.state.pid == proc.pid:
-                self.state.returncode = rc if rc >= 0 else 128 - rc
-                if rc == -signal.SIGINT:
-                    self.state.returncode = 130
-                self.state.finished = time.time()
-                self._save()
+            if self.state.pid == proc.pid and self.state.returncode is None:
+                self._finish(rc)
 
-    def poll(self) -> JobState:
-        if self._proc is not None and self._proc.poll() is not None and self.state.returncode is None:
-            rc = self._proc.returncode
-            self.state.returncode = 130 if rc == -signal.SIGINT else rc
+    def _finish(self, rc: int) -> None:
+        # a signal death reads as the shell would report it: 128 + signal number (SIGINT: 130)
+        self.state.returncode = rc if rc >= 0 else 128 - rc
+        self.state.finished = time.time()
+        self._save()
+
+    def _poll_locked(self) -> None:
+        if not self.state.running:
+            return
+        if self._proc is not None and self._proc.pid == self.state.pid:
+            rc = self._proc.poll()
+            if rc is not None:
+                self._finish(rc)
+        elif not _same_process(self.state.pid, self.state.argv):
+            # a job started by an earlier server that has ended since: nobody saw its exit status
+            self.state.returncode = UNKNOWN_EXIT
             self.state.finished = time.time()
             self._save()
-        return self.state
+
+    def poll(self) -> JobState:
+        """The job's state, updated if it has ended."""
+        with self._lock:
+            self._poll_locked()
+            return self.state
 
     def stop(self, timeout: float = 60.0) -> JobState:
         """Ask the job to stop as Ctrl+C would (it saves first); kill it if it does not end in ``timeout``."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return self.poll()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with self._lock:
+            self._poll_locked()
+            if not self.state.running:
+                return self.state
+            pid, proc = self.state.pid, self._proc
+        _signal_group(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._still_running(pid, proc):
+            time.sleep(0.05)
+        killed = self._still_running(pid, proc)
+        if killed:
+            _signal_group(pid, signal.SIGKILL)
+            while self._still_running(pid, proc):
+                time.sleep(0.05)
+        with self._lock:
+            if self.state.pid == pid and self.state.running and (proc is None or proc.pid != pid):
+                # a job adopted from an earlier server: its exit status is not ours to read, but it ended
+                # on our Ctrl+C (130, the CLI's code for it) or our kill (137)
+                self._finish(-signal.SIGKILL if killed else 130)
         return self.poll()
 
+    def _still_running(self, pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        return _same_process(pid, self.state.argv)
+
     def wait(self, timeout: float | None = None) -> JobState:
-        if self._proc is not None:
-            self._proc.wait(timeout)
-        return self.poll()
+        """Block until the job ends (``TimeoutError`` after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll().running:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.state.kind} still running after {timeout} s")
+            time.sleep(0.05)
+        return self.state
 
     def tail(self, lines: int = 30) -> str:
         """The last lines of the job's output, with progress-bar carriage returns collapsed."""
         try:
-            data = self.log_path.read_bytes()[-20000:].decode("utf-8", "replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 20000))
+                data = fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        out = [ln.rsplit("\r", 1)[-1] for ln in data.replace("\r\n", "\n").split("\n")]
+        out = [ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in data.replace("\r\n", "\n").split("\n")]
         return "\n".join([ln for ln in out if ln.strip()][-lines:])
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s} s" if s < 60 else (f"{s // 60} min {s % 60:02d} s" if s < 3600 else
+                                    f"{s // 3600} h {s // 60 % 60:02d} min")
 
 
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except OSError:
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but another user's: not our job
         return False
     return True
+
+
+def _same_process(pid: int, argv: Sequence[str]) -> bool:
+    """Whether ``pid`` is alive and still runs ``argv`` (guards against a reused pid where /proc exists)."""
+    if pid <= 0 or not _alive(pid):
+        return False
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to compare with: trust the pid
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped
+    except (OSError, IndexError):
+        pass
+    return raw.split(b"\0")[:-1] == [a.encode() for a in argv]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the job's process group (it leads one: ``start_new_session``), as a terminal's Ctrl+C would."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
