@@ -52,22 +52,26 @@ class DemoReport:
     baseline_ssim: float
 
 
-def _clips(project: Project, spec: PairedSpec, progress: bool) -> dict[str, Path]:
+def sample_clips(project: Project, spec: PairedSpec, progress: bool, *, seconds: float | None = None,
+                 size: int | None = None, fps: float = CLIP_FPS) -> dict[str, Path]:
+    """The demo's clips in ``PROJECT/inputs``: A and B under their training motions, and A under the held-out
+    motion (made once; existing clips are kept)."""
     from changeling.synth import make_clip, make_motion
 
+    seconds = TRAIN_SECONDS if seconds is None else seconds
+    size = CLIP_SIZE if size is None else size
     inputs = project.root / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     plan = {
-        "A": (A_PORTRAIT, TRAIN_SEEDS["A"], TRAIN_SECONDS, inputs / "A_train.mp4"),
-        "B": (B_PORTRAIT, TRAIN_SEEDS["B"], TRAIN_SECONDS, inputs / "B_train.mp4"),
+        "A": (A_PORTRAIT, TRAIN_SEEDS["A"], seconds, inputs / "A_train.mp4"),
+        "B": (B_PORTRAIT, TRAIN_SEEDS["B"], seconds, inputs / "B_train.mp4"),
         "test": (A_PORTRAIT, spec.seed, spec.seconds, inputs / "A_heldout.mp4"),
     }
     out = {}
-    for key, (portrait, seed, seconds, path) in plan.items():
+    for key, (portrait, seed, length, path) in plan.items():
         if not path.exists():
-            log.info("making sample clip %s (%s, motion %d, %.0f s)", path.name, portrait, seed, seconds)
-            make_clip(portrait, make_motion(seed=seed, duration=seconds), CLIP_SIZE, CLIP_FPS, path,
-                      progress=progress)
+            log.info("making sample clip %s (%s, motion %d, %.0f s)", path.name, portrait, seed, length)
+            make_clip(portrait, make_motion(seed=seed, duration=length), size, fps, path, progress=progress)
         out[key] = path
     return out
 
@@ -103,7 +107,7 @@ def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device:
     spec = PairedSpec(source=A_PORTRAIT, target=B_PORTRAIT)
 
     step_t = time.perf_counter()
-    clips = _clips(project, spec, progress)
+    clips = sample_clips(project, spec, progress)
     log.info("[1/6] sample clips ready in %s (%.0f s)", clips["A"].parent, time.perf_counter() - step_t)
 
     ex: ExtractSettings = dataclasses.replace(settings.extract, device=device)

@@ -140,7 +140,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
     (evaluation excluded) until >= 90% of held-out frames are closer to B than to A, and the masked SSIM and
     PSNR at the end of the budget."""
     from changeling.config import ExtractSettings, TrainSettings
-    from changeling.demo import _clips
+    from changeling.demo import sample_clips
     from changeling.evaluate.paired import PairedSpec, make_paired_data
     from changeling.extract import extract
     from changeling.project import init_project
@@ -152,7 +152,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
     spec = PairedSpec()
     with tempfile.TemporaryDirectory() as tmp:
         project = init_project(Path(tmp) / "ttr")
-        clips = _clips(project, spec, progress=False)
+        clips = sample_clips(project, spec, progress=False)
         ex = ExtractSettings(device="cuda" if cuda else "cpu")
         for side in ("A", "B"):
             extract(project, side, [clips[side]], ex, progress=False)

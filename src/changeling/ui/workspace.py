@@ -146,9 +146,9 @@ class Workspace:
     def sample_clips(self) -> dict[str, Path]:
         """The demo's sample clips (two public-domain portraits) in ``PROJECT/inputs``: A_train, B_train and
         A_heldout; clips already there are kept."""
-        from changeling.demo import _clips
+        from changeling.demo import sample_clips
 
-        return _clips(self.project(), self.sample_spec, progress=False)
+        return sample_clips(self.project(), self.sample_spec, progress=False)
 
     def delete_face(self, side: str, path: str | Path) -> Path:
         """Delete one face file of ``side``; it drops out of training."""
