@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from changeling.cli.common import add_common, add_settings_flags, not_built, project_and_settings
+from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import TrainSettings
+from changeling.errors import InterruptedRun
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the model for A and B (resumes where it stopped)", description=(
         "Train one model for the pair: a shared encoder and a decoder per person. Stops at --max-steps or "
-        "--max-time or on Ctrl+C, saving first; run it again to resume. Settings other than the preset may "
-        "change on resume."))
+        "--max-time or on Ctrl+C, saving first; run it again to resume. Settings other than the model shape "
+        "(preset, resolution, dims) may change on resume."))
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new model from another project's model folder (encoder weights)")
     p.add_argument("--gpus", type=int, default=None, help="train on N GPUs of this machine (DDP via torchrun)")
@@ -23,5 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    project_and_settings(args, "train")
-    return not_built("train")
+    project, settings = project_and_settings(args, "train")
+    if args.gpus is not None and args.gpus > 1:
+        print("changeling train: multi-GPU training (--gpus) is not built yet; training on one device")
+    from changeling.train.loop import train  # torch and the models load only when training
+
+    result = train(project, settings, init_from=args.init_from, progress=not args.quiet)
+    if result.stopped == "interrupted":
+        raise InterruptedRun(f"stopped at step {result.step}; saved {result.checkpoint}; run again to resume")
+    print(f"step {result.step}: loss A {result.loss_a:.4f}, loss B {result.loss_b:.4f}, "
+          f"{result.examples_per_s:.1f} examples/s; model saved in {result.checkpoint}")
+    return 0

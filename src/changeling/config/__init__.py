@@ -27,10 +27,11 @@ def load_settings(toml_path: Path | None) -> Settings:
     data: dict[str, Any] = read_toml(toml_path) if toml_path is not None else {}
     out: dict[str, Any] = {}
     for name, value in data.items():
+        shown = name if name.isprintable() else repr(name)  # a message stays one line, without escapes
         if name not in SECTIONS:
-            raise UserError(f"unknown section [{name}]; known sections are: {', '.join(SECTIONS)}", toml_path)
+            raise UserError(f"unknown section [{shown}]; known sections are: {', '.join(SECTIONS)}", toml_path)
         if not isinstance(value, dict):
-            raise UserError(f"{name!r} must be a table [{name}] of settings", toml_path)
+            raise UserError(f"{name!r} must be a table [{shown}] of settings", toml_path)
     for name, cls in SECTIONS.items():
         out[name] = apply(cls(), data.get(name, {}), f"{toml_path} [{name}]")
     return Settings(**out)

@@ -1,4 +1,5 @@
-"""Settings for ``changeling train``. What may change on resume is everything except ``preset``."""
+"""Settings for ``changeling train``. Everything may change on resume except the model shape: ``preset``,
+``resolution``, ``e_dims``, ``ae_dims`` and ``d_dims`` (0 keeps the preset's value, or the saved model's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from changeling.config.core import settings_field
 
 @dataclass(frozen=True)
 class TrainSettings:
-    preset: str = settings_field("tiny", help="model preset (tiny, original, df, liae)")
+    preset: Literal["tiny", "original", "df", "liae"] = settings_field("tiny", help="model preset")
+    resolution: int = settings_field(0, min=0, max=1024,
+                                     help="model resolution in pixels, a multiple of 16 (0: the preset's)")
+    e_dims: int = settings_field(0, min=0, max=4096, help="encoder width (0: the preset's)")
+    ae_dims: int = settings_field(0, min=0, max=16384, help="dense bottleneck width (0: the preset's)")
+    d_dims: int = settings_field(0, min=0, max=4096, help="decoder width (0: the preset's)")
     batch_size: int = settings_field(0, min=0, max=65536, help="faces per side per step; 0 fits it to memory")
     lr: float = settings_field(5e-4, min=0.0, max=1.0, help="AdamW learning rate")
     max_steps: int = settings_field(0, min=0, help="stop after this many steps in total (0: no limit)")
@@ -25,6 +31,8 @@ class TrainSettings:
     l1_weight: float = settings_field(1.0, min=0.0, help="weight of the L1 loss")
     mse_weight: float = settings_field(0.0, min=0.0, help="weight of the MSE loss")
     mask_weight: float = settings_field(1.0, min=0.0, help="weight of the mask loss")
+    background_weight: float = settings_field(0.0, min=0.0, max=1.0,
+                                              help="weight of the pixels outside the face mask")
     eyes_weight: float = settings_field(3.0, min=0.0, help="extra weight on the eye regions")
     mouth_weight: float = settings_field(2.0, min=0.0, help="extra weight on the mouth region")
     rotation: float = settings_field(10.0, min=0.0, max=180.0, help="augmentation: max rotation in degrees")

@@ -1,0 +1,1 @@
+"""Pair models: blocks, encoder, decoders, the pair model, presets (``registry``) and a reference step."""

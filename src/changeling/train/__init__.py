@@ -1,0 +1,1 @@
+"""Training: face data, on-device augmentation, losses, checkpoints, previews, logs and the trainer loop."""

@@ -1,0 +1,408 @@
+"""Checkpoints: weights and optimizer state in safetensors, everything else in JSON; never pickle.
+
+A model folder holds ``checkpoints/step-NNNNNNNN/`` (the last few) and ``snapshots/step-NNNNNNNN/`` (one every
+K steps, kept). Each checkpoint folder holds ``weights.safetensors``, ``optimizer.safetensors`` (optimizer
+moments and RNG states), ``ema.safetensors`` when weight EMA is on, and ``state.json`` (preset, model config,
+face type, step, settings, trainer state, and the SHA-256 of every other file plus a digest of itself). A
+folder is written under a temporary name and renamed when complete, so a crash never leaves a half-written
+checkpoint under a final name; a changed or damaged file is refused with its name, and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from changeling.errors import UserError
+from changeling.models.pair import ModelConfig, PairModel
+from changeling.models.registry import PRESETS, create_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+KIND = "changeling-model"
+STATE = "state.json"
+WEIGHTS = "weights.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+EMA = "ema.safetensors"
+MAX_STATE_BYTES = 50_000_000
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint says about its model."""
+
+    preset: str
+    config: ModelConfig
+    face_type: str  # face type of the faces it was trained on
+    step: int
+    path: Path  # the checkpoint folder
+    ema: bool = False  # whether EMA weights were stored (inference uses them)
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A verified checkpoint read into memory (tensors on the CPU)."""
+
+    info: ModelInfo
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    state: dict[str, Any]  # the whole state.json
+
+
+@dataclass
+class SaveRequest:
+    """Everything a checkpoint holds besides the model's identity."""
+
+    step: int
+    weights: Mapping[str, torch.Tensor]
+    optimizer: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    ema: Mapping[str, torch.Tensor] | None = None
+    trainer: dict[str, Any] = field(default_factory=dict)  # JSON-able trainer state
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digest(state: dict[str, Any]) -> str:
+    body = {k: v for k, v in state.items() if k != "digest"}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+
+
+def _tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    return st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(model_dir: Path, *, snapshots: bool = False) -> list[tuple[int, Path]]:
+    """Complete checkpoint folders as (step, path), oldest first (temporary folders are ignored)."""
+    root = Path(model_dir) / ("snapshots" if snapshots else "checkpoints")
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(model_dir: Path) -> Path | None:
+    """The newest checkpoint folder of a model folder, or ``None`` for a new model."""
+    found = list_checkpoints(model_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(model_dir: Path, preset: str, config: ModelConfig, face_type: str, req: SaveRequest, *,
+                    keep_last: int = 3, snapshot_every: int = 0) -> Path:
+    """Write one checkpoint atomically, add a snapshot every ``snapshot_every`` steps, keep the last
+    ``keep_last`` checkpoints. Returns the checkpoint folder."""
+    model_dir = Path(model_dir)
+    root = model_dir / "checkpoints"
+    name = step_name(req.step)
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".step-*"):  # left by a crash mid-save (the caller holds the model folder's lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        final = _write_checkpoint(tmp, root / name, preset, config, face_type, req)
+    except OSError as exc:  # disk full, quota, read-only: say so in one line; earlier checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(model_dir)
+        kept = f"; the newest saved checkpoint is {previous.name}" if previous is not None else ""
+        raise UserError(f"cannot save the checkpoint of step {req.step} ({exc.strerror or exc}){kept}",
+                        model_dir) from None
+    if snapshot_every and req.step > 0 and req.step % snapshot_every == 0:
+        try:
+            _snapshot(model_dir, final)
+        except OSError as exc:
+            log.warning("could not write the snapshot of step %d (%s)", req.step, exc.strerror or exc)
+    for _, path in list_checkpoints(model_dir)[:-max(1, keep_last)]:
+        _remove(path)
+    return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder: first renamed to a hidden name (ignored by the listing, removed by the next
+    save), so a kill during the deletion never leaves a half-deleted folder under a final name."""
+    hidden = path.parent / f".{path.name}.del-{os.getpid()}"
+    try:
+        path.rename(hidden)
+    except OSError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _write_checkpoint(tmp: Path, final: Path, preset: str, config: ModelConfig, face_type: str,
+                      req: SaveRequest) -> Path:
+    """Write the files into ``tmp``, then rename it to ``final`` (replacing an older folder of that step)."""
+    root = final.parent
+    tmp.mkdir()
+    blobs = {WEIGHTS: _tensor_bytes(req.weights), OPTIMIZER: _tensor_bytes(req.optimizer)}
+    if req.ema is not None:
+        blobs[EMA] = _tensor_bytes(req.ema)
+    state: dict[str, Any] = {
+        "format": FORMAT, "kind": KIND, "preset": preset, "model_config": config.to_dict(),
+        "face_type": face_type, "step": req.step, "settings": req.settings, "trainer": req.trainer,
+        "files": {k: _sha256(v) for k, v in blobs.items()}, "torch": torch.__version__,
+    }
+    state["digest"] = _digest(state)
+    for fname, data in blobs.items():
+        _write(tmp / fname, data)
+    _write(tmp / STATE, json.dumps(state, indent=1, allow_nan=False).encode())
+    _fsync_dir(tmp)
+    if final.exists():  # a rollback re-reaching a step: replace the old folder only after the new one is complete
+        old = root / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    return final
+
+
+def _snapshot(model_dir: Path, ckpt: Path) -> None:
+    snaps = model_dir / "snapshots"
+    snaps.mkdir(exist_ok=True)
+    final = snaps / ckpt.name
+    if final.exists():
+        return
+    tmp = snaps / f".{ckpt.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for f in ckpt.iterdir():
+        try:
+            os.link(f, tmp / f.name)  # same bytes, no copy; files are never modified in place
+        except OSError:
+            shutil.copy2(f, tmp / f.name)
+    tmp.rename(final)
+
+
+def refuse_pickle(path: Path) -> None:
+    """Raise :class:`UserError` if ``path`` is a pickle-based PyTorch file rather than a model folder."""
+    path = Path(path)
+    if path.is_file() and (path.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(path)):
+        raise UserError("is a pickle-based PyTorch file; changeling never loads pickles (they can run code). "
+                        "Give a changeling model folder (safetensors)", path)
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"  # pickle protocol 2+, or torch.save's zip
+
+
+def _parse_state(path: Path) -> dict[str, Any]:
+    state_path = path / STATE
+    if not state_path.is_file():
+        raise UserError("checkpoint has no state.json (incomplete or not a changeling checkpoint)", state_path)
+    if state_path.stat().st_size > MAX_STATE_BYTES:
+        raise UserError("state.json is too large", state_path)
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"damaged state.json ({exc})", state_path) from None
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        raise UserError("not a changeling checkpoint state", state_path)
+    if state.get("format") != FORMAT:
+        raise UserError(f"checkpoint format {state.get('format')!r} is not {FORMAT}", state_path)
+    if state.get("digest") != _digest(state):
+        raise UserError("state.json was changed or damaged (its digest does not match)", state_path)
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError("bad step in state.json", state_path)
+    if state.get("preset") not in PRESETS:
+        raise UserError(f"unknown preset {state.get('preset')!r} in state.json", state_path)
+    if not isinstance(state.get("face_type"), str):
+        raise UserError("bad face_type in state.json", state_path)
+    files = state.get("files")
+    if not isinstance(files, dict) or WEIGHTS not in files or not all(
+            k in (WEIGHTS, OPTIMIZER, EMA) and isinstance(v, str) for k, v in files.items()):
+        raise UserError("bad file list in state.json", state_path)
+    try:
+        ModelConfig.from_dict(state.get("model_config"))
+    except ValueError as exc:
+        raise UserError(f"bad model config in state.json: {exc}", state_path) from None
+    return state
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _read_tensors(path: Path, expected_sha: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError("checkpoint file is missing", path)
+    data = path.read_bytes()
+    if _sha256(data) != expected_sha:
+        raise UserError("checkpoint file was changed or damaged (its SHA-256 does not match state.json); "
+                        "refusing it, nothing was overwritten", path)
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise UserError(f"not a valid safetensors file ({exc})", path) from None
+
+
+def read_state(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
+    """Only the checked ``state.json`` of a checkpoint folder (no tensors read, file checksums not verified)."""
+    path = Path(path)
+    state = _parse_state(path)
+    info = ModelInfo(preset=state["preset"], config=ModelConfig.from_dict(state["model_config"]),
+                     face_type=state["face_type"], step=state["step"], path=path, ema=EMA in state["files"])
+    return info, state
+
+
+def read_checkpoint(path: Path, *, with_optimizer: bool = True) -> LoadedCheckpoint:
+    """Read and verify one checkpoint folder; :class:`UserError` names the file that is wrong."""
+    path = Path(path)
+    refuse_pickle(path)
+    if not path.is_dir():
+        raise UserError("no such checkpoint folder", path)
+    state = _parse_state(path)
+    files = state["files"]
+    weights = _read_tensors(path / WEIGHTS, files[WEIGHTS])
+    optim = _read_tensors(path / OPTIMIZER, files[OPTIMIZER]) if with_optimizer and OPTIMIZER in files else {}
+    ema = _read_tensors(path / EMA, files[EMA]) if EMA in files else None
+    config = ModelConfig.from_dict(state["model_config"])
+    info = ModelInfo(preset=state["preset"], config=config, face_type=state["face_type"], step=state["step"],
+                     path=path, ema=ema is not None)
+    return LoadedCheckpoint(info, weights, optim, ema, state)
+
+
+def load_weights(model: PairModel, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Copy ``weights`` into ``model``; :class:`UserError` if names or shapes differ."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    extra = sorted(set(weights) - set(own))
+    bad = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or extra or bad:
+        detail = "; ".join(s for s in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(extra[:3])}" if extra else "",
+            f"wrong shape for {', '.join(bad[:3])}" if bad else "") if s)
+        raise UserError(f"weights do not fit the model ({detail})", source)
+    model.load_state_dict(dict(weights))
+
+
+def find_model_checkpoint(model_dir: Path) -> Path:
+    """The newest checkpoint of a model folder (a checkpoint folder itself is accepted too)."""
+    model_dir = Path(model_dir)
+    refuse_pickle(model_dir)
+    if (model_dir / STATE).is_file():
+        return model_dir
+    latest = latest_checkpoint(model_dir)
+    if latest is None:
+        if not model_dir.exists():
+            raise UserError("no such model folder", model_dir)
+        raise UserError("no trained model here (no checkpoints/step-*/ folder); train one first", model_dir)
+    return latest
+
+
+def load_for_inference(model_dir: Path, device: torch.device | str) -> tuple[PairModel, ModelInfo]:
+    """The newest trained model of a model folder, in eval mode on ``device`` (EMA weights when stored).
+
+    Raises :class:`UserError` for a missing, damaged, tampered or pickle checkpoint.
+    """
+    ckpt = read_checkpoint(find_model_checkpoint(model_dir), with_optimizer=False)
+    model = create_model(ckpt.info.preset, ckpt.info.config)
+    source = ckpt.info.path / (EMA if ckpt.ema is not None else WEIGHTS)
+    load_weights(model, ckpt.ema if ckpt.ema is not None else ckpt.weights, source)
+    model.eval().requires_grad_(False)
+    return model.to(device), ckpt.info
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as flat tensors named ``optim.<param name>.<key>``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, torch.Tensor] = {}
+    for p, st in optimizer.state.items():
+        for key, value in st.items():
+            t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            out[f"optim.{names[id(p)]}.{key}"] = t
+    return out
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                           tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Restore what :func:`optimizer_tensors` saved (hyperparameters come from the new optimizer)."""
+    params = dict(model.named_parameters())
+    index = {n: i for i, n in enumerate(params)}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        name, _, sub = key[len("optim."):].rpartition(".")
+        if name not in index:
+            raise UserError(f"optimizer state names an unknown parameter {name!r}", source)
+        p = params[name]
+        if value.shape == p.shape:  # same memory layout as the parameter (fused kernels walk both storages alike)
+            value = torch.empty_like(p, dtype=value.dtype).copy_(value)
+        state.setdefault(index[name], {})[sub] = value
+    sd = optimizer.state_dict()
+    optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """Global RNG states (CPU, and each CUDA device) as tensors."""
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def restore_rng(tensors: Mapping[str, torch.Tensor]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"].to(torch.uint8))
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([c.to(torch.uint8) for c in cuda])

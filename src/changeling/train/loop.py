@@ -1,0 +1,676 @@
+"""The trainer: one readable loop over (learning rate, batch, forward under autocast, backward, clip, step,
+zero_grad, EMA, log), plus what keeps the user's work safe: a lock per model folder, checkpoints, exact
+resume, rollback on a non-finite loss, and memory fitting (out of memory halves the micro-batch and
+accumulates gradients, so the effective batch stays the same).
+
+Exact resume: the data order is an epoch permutation from (seed, side, epoch), the augmentation of step ``s``
+draws from a generator seeded with (seed, s), and the checkpoint holds the weights, the optimizer moments,
+the sampler positions and the global RNG states; so on the CPU in float32 a resumed run is bit-identical to
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import torch
+
+from changeling.config.train import TrainSettings
+from changeling.device import resolve_device
+from changeling.errors import ChangelingError, UserError
+from changeling.models.pair import ModelConfig, PairModel
+from changeling.models.registry import PRESETS, Dims, create_model, preset_config
+from changeling.progress import bar
+from changeling.project import Project
+from changeling.train import checkpoint as ck
+from changeling.train.augment import Augmented, AugmentSettings, augment
+from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
+from changeling.train.logs import MetricsLog, plot_losses
+from changeling.train.losses import LossWeights, face_loss
+from changeling.train.preview import sample_indices, write_preview
+
+log = logging.getLogger(__name__)
+
+FramePreview = Callable[[PairModel, int, Path], None]  # (model in eval mode, step, previews folder)
+StopReason = Literal["max_steps", "max_time", "interrupted", "steps_done"]
+
+CHECK_EVERY = 10  # steps between reads of the losses (non-finite check, progress, metrics line)
+CPU_BATCH = 16  # faces per side on the CPU when the batch size is left to us
+PREVIEW_SAMPLES = 4  # sample faces per side in the preview grid
+MAX_ROLLBACKS = 6  # consecutive rollbacks before giving up
+HISTORY_KEEP = 20_000  # loss history entries kept in the checkpoint
+SHAPE_FIELDS = ("preset", "resolution", "e_dims", "ae_dims", "d_dims")
+LOCK_NAME = ".train.lock"
+
+
+class NonFiniteLoss(ChangelingError):
+    """The loss became NaN or infinite (handled by a rollback)."""
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where the trainer writes: the model folder, previews and logs."""
+
+    model_dir: Path
+    previews_dir: Path
+    logs_dir: Path
+
+    @classmethod
+    def of(cls, project: Project) -> TrainPaths:
+        return cls(project.model_dir, project.previews_dir, project.logs_dir)
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    step: int
+    stopped: StopReason
+    checkpoint: Path | None
+    examples_per_s: float
+    loss_a: float
+    loss_b: float
+    rollbacks: int = 0
+    changed_settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- small helpers
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast is much faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast: always when asked; on ``auto`` where the device computes bf16 natively."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def shape_dims(settings: TrainSettings) -> Dims:
+    """The model-shape knobs of the settings (0: not given)."""
+    return Dims(settings.resolution, settings.e_dims, settings.ae_dims, settings.d_dims)
+
+
+def model_config_for(settings: TrainSettings, saved_state: dict[str, Any] | None = None) -> ModelConfig:
+    """The model config the settings ask for. Dims left at 0 keep the saved model's (from its checkpoint state),
+    else the preset's."""
+    dims = shape_dims(settings)
+    if saved_state is not None:
+        saved = saved_state.get("settings", {})
+        dims = dims.over(Dims(*(int(saved.get(k) or 0) for k in SHAPE_FIELDS[1:])))
+    try:
+        return preset_config(settings.preset, dims)
+    except ValueError as exc:
+        raise UserError(f"bad model shape: {exc}") from None
+
+
+def loss_weights(s: TrainSettings) -> LossWeights:
+    return LossWeights(ssim=s.ssim_weight, l1=s.l1_weight, mse=s.mse_weight, mask=s.mask_weight, eyes=s.eyes_weight,
+                       mouth=s.mouth_weight, background=s.background_weight)
+
+
+def augment_settings(s: TrainSettings) -> AugmentSettings:
+    return AugmentSettings(rotation=s.rotation, scale=s.scale, shift=s.shift, flip=s.flip, warp=s.warp,
+                           color=s.color_jitter)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of the augmentation generator for one step."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def _chunk(x: Augmented, sl: slice) -> Augmented:
+    return Augmented(x.input[sl], x.target[sl], x.masks[sl])
+
+
+def forward_backward(loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], a: Augmented, b: Augmented,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one micro-batch; gradients accumulate scaled by ``scale``. Returns the detached
+    losses of A and B. (A module-level function so that tests can patch it to simulate faults.)"""
+    loss_a, loss_b = loss_fn(a.input, b.input, a.target, b.target, a.masks, b.masks)
+    ((loss_a + loss_b) * scale).backward()
+    return loss_a.detach(), loss_b.detach()
+
+
+def make_loss_fn(model: PairModel, weights: LossWeights, amp: bool,
+                 channels_last: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The forward pass and both sides' losses as one function (what ``torch.compile`` compiles)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def losses(a_in: torch.Tensor, b_in: torch.Tensor, a_tgt: torch.Tensor, b_tgt: torch.Tensor,
+               a_masks: torch.Tensor, b_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(a_in.device.type, dtype=torch.bfloat16, enabled=amp):
+            out_a, out_b = model.forward_pair(a_in.contiguous(memory_format=fmt), b_in.contiguous(memory_format=fmt))
+        return face_loss(out_a, a_tgt, a_masks, weights), face_loss(out_b, b_tgt, b_masks, weights)
+
+    return losses
+
+
+def memory_bytes(device: torch.device) -> int:
+    """Peak memory so far: allocated on a CUDA device, resident set size on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return 0
+
+
+def check_same_model(model_dir: Path, info: ck.ModelInfo, state: dict[str, Any], settings: TrainSettings,
+                     face_type: str | None) -> ModelConfig:
+    """The saved model's config if the settings and faces fit it; else :class:`UserError` saying what differs."""
+    if info.preset != settings.preset:
+        raise UserError(
+            f"this model folder holds a {info.preset!r} model ({info.config.resolution} px) but the settings ask "
+            f"for {settings.preset!r}; the model shape cannot change on resume. Use --preset {info.preset}, or "
+            "move the model folder away to start a new model", model_dir)
+    if shape_dims(settings) == Dims():  # no shape asked for: the saved model's, whatever the preset's defaults
+        want = info.config
+    else:
+        want = model_config_for(settings, state)
+    if want != info.config:
+        diffs = [f"{k} {getattr(info.config, k)} -> {getattr(want, k)}"
+                 for k in ModelConfig.__dataclass_fields__ if getattr(info.config, k) != getattr(want, k)]
+        raise UserError("the model shape cannot change on resume (" + ", ".join(diffs) + "); leave resolution "
+                        "and the dims unset, or move the model folder away to start a new model", model_dir)
+    if face_type is not None and info.face_type != face_type:
+        raise UserError(f"this model was trained on {info.face_type!r} faces but the faces now are "
+                        f"{face_type!r}; extract with the same face type", model_dir)
+    return info.config
+
+
+class TrainLock:
+    """An exclusive lock on a model folder (``flock``; the system releases it when the process dies)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.path = Path(model_dir) / LOCK_NAME
+        self._fh: Any = None
+
+    def __enter__(self) -> TrainLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while locked
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            log.warning("no file locking on this system; do not run two trainers on one project")
+            self._fh = fh
+            return self
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise UserError(f"another trainer (process {holder}) is training this model; stop it first or wait",
+                            self.path.parent) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            try:
+                import fcntl
+
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            except (ImportError, OSError):
+                pass
+            self._fh.close()
+            self._fh = None
+
+
+@contextmanager
+def ctrl_c_requests_stop(flag: threading.Event) -> Iterator[None]:
+    """While active, the first Ctrl+C sets ``flag`` (the loop saves and stops); a second one interrupts at once.
+    Outside the main thread this does nothing (the caller stops the run through ``should_stop``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        flag.set()
+        log.warning("stopping after this step and saving (press Ctrl+C again to abort without saving)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+
+
+class Trainer:
+    """Trains one pair model on two face sets; see the module docstring. Construct, then :meth:`run`."""
+
+    def __init__(self, faces_a: FaceSet, faces_b: FaceSet, paths: TrainPaths, settings: TrainSettings, *,
+                 init_from: Path | None = None, progress: bool = True, frame_preview: FramePreview | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.paths, self.settings, self.progress = paths, settings, progress
+        self.frame_preview = frame_preview
+        self.should_stop = should_stop or (lambda: False)
+        self.stop_flag = threading.Event()
+        self.face_type = check_pair(faces_a, faces_b)
+        self.device = resolve_device(settings.device)
+        self.amp = use_bf16(self.device, settings.precision)
+        self.channels_last = True
+        self.compile = settings.compile == "on" or (settings.compile == "auto" and self.device.type == "cuda")
+        if self.device.type == "cuda":  # process-wide switches: fixed input shapes, TF32 where fp32 remains
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        latest = ck.latest_checkpoint(paths.model_dir)
+        loaded = ck.read_checkpoint(latest) if latest is not None else None
+        self.preset = settings.preset
+        self.config = check_same_model(paths.model_dir, loaded.info, loaded.state, settings, self.face_type) \
+            if loaded is not None else model_config_for(settings)
+        if faces_a.resolution != self.config.resolution or faces_b.resolution != self.config.resolution:
+            raise UserError(f"faces were loaded at {faces_a.resolution} px but the model works at "
+                            f"{self.config.resolution} px")
+
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's RNG left alone
+            torch.manual_seed(settings.seed)
+            self.model = create_model(self.preset, self.config).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.optimizer = self._make_optimizer()
+        self.ema: PairModel | None = None
+        self.step = 0
+        self.lr_scale = 1.0
+        self.history: list[tuple[int, float, float]] = []
+        self.elapsed_before = 0.0  # training seconds of earlier runs
+        self.rollbacks = 0
+        self.sampler_a = EpochSampler(len(faces_a), settings.seed, 1)
+        self.sampler_b = EpochSampler(len(faces_b), settings.seed, 2)
+        self.changed: dict[str, tuple[Any, Any]] = {}
+        if loaded is not None:
+            self._restore(loaded, first=True)
+        elif init_from is not None:
+            self._init_from(Path(init_from))
+        if self.ema is None and settings.ema > 0:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+
+        self.faces_a, self.faces_b = self._place(faces_a), self._place(faces_b)
+        self.preview_a = faces_a.images[sample_indices(len(faces_a), PREVIEW_SAMPLES)]
+        self.preview_b = faces_b.images[sample_indices(len(faces_b), PREVIEW_SAMPLES)]
+        self.weights = loss_weights(settings)
+        self.augment = augment_settings(settings)
+        self.gen = torch.Generator(device=self.device)
+        loss_fn = make_loss_fn(self.model, self.weights, self.amp, self.channels_last)
+        self.loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
+            torch.compile(loss_fn) if self.compile else loss_fn)  # type: ignore[assignment]
+        self.batch_size = settings.batch_size or self._fit_batch()
+        self.micro_batch = self.batch_size
+        self.metrics = MetricsLog(paths.logs_dir)
+        self.pending: list[torch.Tensor] = []
+        self.last_losses = (math.nan, math.nan)
+        self.examples_per_s = 0.0
+        self.last_saved_step = self.step if loaded is not None else -1
+        self.last_saved_path: Path | None = loaded.info.path if loaded is not None else None
+        self._t_start = time.perf_counter()
+        log.info("model %s (%d px, %s), %d faces of A, %d of B, batch %d per side, %s%s on %s",
+                 self.preset, self.config.resolution, self.face_type, len(faces_a), len(faces_b), self.batch_size,
+                 "bf16" if self.amp else "fp32", ", compiled" if self.compile else "", self.device)
+
+    # ------------------------------------------------------------------------------------- setup helpers
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = list(self.model.parameters())
+        try:
+            return torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
+
+    def _place(self, faces: FaceSet) -> FaceSet:
+        """Faces in VRAM when they take under a quarter of the free memory, else they stay in RAM."""
+        if self.device.type != "cuda":
+            return faces
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return faces.to(self.device) if faces.nbytes < free // 4 else faces
+
+    def _restore(self, loaded: ck.LoadedCheckpoint, *, first: bool) -> None:
+        """Load weights, optimizer, RNG and trainer state from a verified checkpoint."""
+        path = loaded.info.path
+        ck.load_weights(self.model, loaded.weights, path / ck.WEIGHTS)
+        ck.load_optimizer_tensors(self.optimizer, self.model, loaded.optimizer, path / ck.OPTIMIZER)
+        ck.restore_rng(loaded.optimizer)
+        self.ema = None
+        if self.settings.ema > 0:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+            if loaded.ema is not None:
+                ck.load_weights(self.ema, loaded.ema, path / ck.EMA)
+        trainer = loaded.state.get("trainer", {})
+        self.step = loaded.info.step
+        saved_settings = loaded.state.get("settings", {})
+        self.lr_scale = float(trainer.get("lr_scale", 1.0))
+        if first and saved_settings.get("lr") != self.settings.lr:
+            self.lr_scale = 1.0  # the user chose a new learning rate: use it as given
+        self.history = [(int(h[0]), float(h[1]), float(h[2])) for h in trainer.get("history", [])]
+        self.elapsed_before = float(trainer.get("elapsed", 0.0))
+        samplers = trainer.get("samplers", {})
+        if "A" in samplers:
+            self.sampler_a.load_state(samplers["A"])
+        if "B" in samplers:
+            self.sampler_b.load_state(samplers["B"])
+        if first:
+            now = dataclasses.asdict(self.settings)
+            self.changed = {k: (saved_settings[k], v) for k, v in now.items()
+                            if k in saved_settings and saved_settings[k] != v and k not in ("max_steps", "max_time")}
+            if self.changed:
+                log.info("settings changed on resume: %s",
+                         ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self.changed.items()))
+            log.info("resuming at step %d from %s", self.step, path)
+
+    def _init_from(self, source: Path) -> None:
+        """Copy the shared encoder (and shared inter layers) of another model into this new one."""
+        ck.refuse_pickle(source)
+        folder = source / "model" if (source / "model").is_dir() and not (source / "checkpoints").is_dir() else source
+        other = ck.read_checkpoint(ck.find_model_checkpoint(folder), with_optimizer=False)
+        prefixes = self.model.shared_prefixes()
+        own = {k: v for k, v in self.model.state_dict().items() if k.startswith(prefixes)}
+        theirs = {k: v for k, v in other.weights.items() if k.startswith(prefixes)}
+        if set(own) != set(theirs) or any(tuple(own[k].shape) != tuple(theirs[k].shape) for k in own):
+            raise UserError(f"its encoder does not fit this model (it is a {other.info.preset!r} model at "
+                            f"{other.info.config.resolution} px, this is {self.preset!r} at "
+                            f"{self.config.resolution} px with other dims)", other.info.path)
+        self.model.load_state_dict(theirs, strict=False)
+        log.info("started from the encoder of %s (step %d)", other.info.path, other.info.step)
+
+    def _fit_batch(self) -> int:
+        """The largest batch (faces per side, at most the preset's cap) whose step fits in memory."""
+        cap = PRESETS[self.preset].max_batch
+        if self.device.type != "cuda":
+            return min(cap, CPU_BATCH)
+        b = cap
+        while True:
+            try:
+                a, bb = self._batch_of(torch.zeros(b, dtype=torch.long), torch.zeros(b, dtype=torch.long), 0)
+                forward_backward(self.loss_fn, a, bb, 1.0)
+                self.optimizer.zero_grad(set_to_none=True)
+                torch.cuda.synchronize(self.device)
+                log.info("batch size %d per side fits in memory", b)
+                return b
+            except Exception as exc:  # noqa: BLE001 - only memory errors are handled
+                if not _is_oom(exc):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if b == 1:
+                    raise UserError("even one face per side does not fit in GPU memory; use a smaller preset "
+                                    "or --device cpu") from None
+                b //= 2
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def lr(self) -> float:
+        return self.settings.lr * self.lr_scale
+
+    def _batch_of(self, ia: torch.Tensor, ib: torch.Tensor, step: int) -> tuple[Augmented, Augmented]:
+        xa, ma = self.faces_a.gather(ia, self.device)
+        xb, mb = self.faces_b.gather(ib, self.device)
+        self.gen.manual_seed(step_seed(self.settings.seed, step))
+        out = augment(torch.cat([xa, xb]), torch.cat([ma, mb]), self.augment, self.gen)
+        n = xa.shape[0]
+        return _chunk(out, slice(0, n)), _chunk(out, slice(n, None))
+
+    def next_batch(self) -> tuple[Augmented, Augmented]:
+        """The augmented batch of the next step (advances the samplers)."""
+        ia, ib = self.sampler_a.next(self.batch_size), self.sampler_b.next(self.batch_size)
+        return self._batch_of(ia, ib, self.step)
+
+    def _accumulate(self, a: Augmented, b: Augmented) -> torch.Tensor:
+        """Forward and backward over micro-batches; on out-of-memory halve the micro-batch and redo. (2,) losses."""
+        n = a.input.shape[0]
+        while True:
+            try:
+                total = torch.zeros(2, device=self.device)
+                for i in range(0, n, self.micro_batch):
+                    sl = slice(i, min(n, i + self.micro_batch))
+                    part = (sl.stop - sl.start) / n
+                    la, lb = forward_backward(self.loss_fn, _chunk(a, sl), _chunk(b, sl), part)
+                    total = total + torch.stack([la, lb]).float() * part
+                return total
+            except Exception as exc:  # noqa: BLE001 - only memory errors are handled
+                if not _is_oom(exc):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.micro_batch == 1:
+                    raise UserError("out of memory even with one face per micro-batch; use a smaller preset, "
+                                    "a lower resolution or --device cpu") from None
+                self.micro_batch = max(1, self.micro_batch // 2)
+                log.warning("out of memory: micro-batch now %d, accumulating %d micro-batches per step "
+                            "(effective batch stays %d)", self.micro_batch, math.ceil(n / self.micro_batch), n)
+
+    def train_step(self) -> None:
+        """One optimisation step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+        a, b = self.next_batch()
+        losses = self._accumulate(a, b)
+        if self.settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            ema_p: list[torch.Tensor] = list(self.ema.parameters())
+            torch._foreach_lerp_(ema_p, [p.detach() for p in self.model.parameters()], 1 - self.settings.ema)
+        self.step += 1
+        self.pending.append(losses)
+
+    def _flush(self, bar_: Any, t_mark: float, examples: int) -> None:
+        """Read the pending losses (one sync); raise :class:`NonFiniteLoss` if any is not finite; log them."""
+        if not self.pending:
+            return
+        vals = torch.stack(self.pending).cpu()  # (k, 2)
+        self.pending = []
+        if not bool(torch.isfinite(vals).all()):
+            raise NonFiniteLoss(f"loss is not finite by step {self.step}")
+        la, lb = (float(v) for v in vals.mean(0))
+        dt = max(1e-9, time.perf_counter() - t_mark)
+        self.examples_per_s = examples / dt
+        self.last_losses = (la, lb)
+        self.history.append((self.step, la, lb))
+        del self.history[:-HISTORY_KEEP]
+        self.metrics.write({"step": self.step, "time": time.time(), "loss_a": la, "loss_b": lb, "lr": self.lr(),
+                            "examples_per_s": self.examples_per_s, "batch_size": self.batch_size,
+                            "micro_batch": self.micro_batch, "memory_mb": memory_bytes(self.device) / 2**20})
+        bar_.update(self.step - bar_.n)
+        bar_.set_postfix_str(f"loss A {la:.4f} B {lb:.4f} {self.examples_per_s:.1f} ex/s")
+
+    def _weights_finite(self) -> bool:
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all())
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current state (not if the weights are not finite)."""
+        if not self._weights_finite():
+            raise NonFiniteLoss(f"weights are not finite at step {self.step}")
+        trainer = {"lr_scale": self.lr_scale, "history": [list(h) for h in self.history],
+                   "samplers": {"A": self.sampler_a.state(), "B": self.sampler_b.state()},
+                   "elapsed": self.elapsed_before + (time.perf_counter() - self._t_start),
+                   "batch_size": self.batch_size, "micro_batch": self.micro_batch, "rollbacks": self.rollbacks}
+        req = ck.SaveRequest(step=self.step, weights=self.model.state_dict(),
+                             optimizer={**ck.optimizer_tensors(self.optimizer, self.model), **ck.rng_tensors()},
+                             ema=self.ema.state_dict() if self.ema is not None else None, trainer=trainer,
+                             settings=dataclasses.asdict(self.settings))
+        path = ck.save_checkpoint(self.paths.model_dir, self.preset, self.config, self.face_type, req,
+                                  keep_last=self.settings.keep_last, snapshot_every=self.settings.snapshot_every)
+        self.last_saved_step, self.last_saved_path = self.step, path
+        try:
+            plot_losses(self.history, self.paths.logs_dir / "loss.png")
+        except OSError as exc:
+            log.warning("could not write the loss plot (%s)", exc.strerror or exc)
+        return path
+
+    def rollback(self, reason: str) -> None:
+        """Return to the newest checkpoint and halve the learning rate."""
+        self.rollbacks += 1
+        self.pending = []
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.rollbacks > MAX_ROLLBACKS:
+            raise ChangelingError(f"{reason}; {MAX_ROLLBACKS} rollbacks did not help (learning rate now "
+                                  f"{self.lr():.2e}); lower --lr or check the faces")
+        latest = ck.latest_checkpoint(self.paths.model_dir)
+        if latest is None:
+            raise ChangelingError(f"{reason} and there is no checkpoint to roll back to")
+        scale = self.lr_scale
+        bad_step = self.step
+        now = time.perf_counter()
+        elapsed = self.elapsed_before + (now - self._t_start)  # training time counts the lost steps too
+        self._restore(ck.read_checkpoint(latest), first=False)
+        self.elapsed_before, self._t_start = elapsed, now
+        self.lr_scale = min(scale, self.lr_scale) * 0.5
+        log.warning("%s at step %d: rolled back to step %d and lowered the learning rate to %.2e", reason, bad_step,
+                    self.step, self.lr())
+
+    def preview(self) -> None:
+        """Write the preview grid and timelapse frame, then call the frame preview hook (errors there are logged)."""
+        model = self.ema if self.ema is not None else self.model
+        try:
+            write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step)
+        except OSError as exc:
+            log.warning("could not write the preview of step %d (%s)", self.step, exc.strerror or exc)
+        if self.frame_preview is not None:
+            try:
+                self.frame_preview(model, self.step, self.paths.previews_dir)
+            except Exception:  # noqa: BLE001 - a preview must never stop training
+                log.exception("frame preview failed at step %d", self.step)
+
+    def _stop_reason(self, t0: float, until: int | None) -> StopReason | None:
+        s = self.settings
+        if until is not None and self.step >= until:
+            return "steps_done"
+        if s.max_steps and self.step >= s.max_steps:
+            return "max_steps"
+        if s.max_time and time.perf_counter() - t0 >= s.max_time:
+            return "max_time"
+        if self.stop_flag.is_set() or self.should_stop():
+            return "interrupted"
+        return None
+
+    def train_steps(self, until: int | None = None) -> StopReason:
+        """The loop: steps until ``until`` (a total step count), the settings' limits, or a stop request.
+        Checkpoints, previews and logs happen at their intervals; no final save (see :meth:`run`)."""
+        s = self.settings
+        t0 = t_mark = time.perf_counter()
+        examples = 0
+        with bar(total=s.max_steps or None, desc="training", unit="step", enabled=self.progress) as pbar:
+            pbar.update(self.step)
+            while True:
+                reason = self._stop_reason(t0, until)
+                if reason is not None:
+                    try:
+                        self._flush(pbar, t_mark, examples)
+                    except NonFiniteLoss as exc:
+                        self.rollback(str(exc))
+                        continue
+                    return reason
+                try:
+                    self.train_step()
+                    examples += 2 * self.batch_size
+                    due_save = self.step % s.save_every == 0
+                    due_preview = s.preview_every > 0 and self.step % s.preview_every == 0
+                    if self.step % CHECK_EVERY == 0 or due_save or due_preview:
+                        self._flush(pbar, t_mark, examples)
+                        t_mark, examples = time.perf_counter(), 0
+                    if due_save:
+                        self.save()
+                        log.info("step %d  loss A %.4f  loss B %.4f  %.1f ex/s  %s  saved", self.step,
+                                 *self.last_losses, self.examples_per_s, _clock(time.perf_counter() - t0))
+                    if due_preview:
+                        self.preview()
+                except NonFiniteLoss as exc:
+                    self.rollback(str(exc))
+                    t_mark, examples = time.perf_counter(), 0
+
+    def run(self) -> TrainResult:
+        """Train until a limit or a stop request, then save, preview and return how it ended."""
+        self._t_start = time.perf_counter()
+        try:
+            if self.last_saved_step < 0:
+                self.save()  # a new model: step 0 is the first rollback point
+            with ctrl_c_requests_stop(self.stop_flag):
+                reason = self.train_steps()
+            if self.step != self.last_saved_step:
+                try:
+                    self.pending = []
+                    self.save()
+                except NonFiniteLoss:
+                    log.warning("not saving step %d: its weights are not finite; the last checkpoint stays",
+                                self.step)
+            path = self.last_saved_path
+            if self.settings.preview_every > 0:
+                self.preview()
+        finally:
+            self.metrics.close()
+        log.info("stopped (%s) at step %d; model saved in %s", reason.replace("_", " "), self.step, path)
+        return TrainResult(step=self.step, stopped=reason, checkpoint=path, examples_per_s=self.examples_per_s,
+                           loss_a=self.last_losses[0], loss_b=self.last_losses[1], rollbacks=self.rollbacks,
+                           changed_settings=self.changed)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def train(project: Project, settings: TrainSettings, *, init_from: Path | None = None, progress: bool = True,
+          frame_preview: FramePreview | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train (or resume) the project's model on ``faces/A`` and ``faces/B``; holds the project's training lock."""
+    paths = TrainPaths.of(project)
+    project.ensure_dirs()
+    with TrainLock(paths.model_dir):
+        latest = ck.latest_checkpoint(paths.model_dir)
+        if init_from is not None and latest is not None:
+            raise UserError("--init-from only starts a new model, and this project already has one; move its "
+                            "model folder away first", paths.model_dir)
+        if latest is not None:
+            info, state = ck.read_state(latest)
+            config = check_same_model(paths.model_dir, info, state, settings, None)
+        else:
+            config = model_config_for(settings)
+        faces_a = load_faces(project.faces_dir("A"), config.resolution, side="A", progress=progress)
+        faces_b = load_faces(project.faces_dir("B"), config.resolution, side="B", progress=progress)
+        check_pair(faces_a, faces_b, project.faces_dir("B"))
+        trainer = Trainer(faces_a, faces_b, paths, settings, init_from=init_from, progress=progress,
+                          frame_preview=frame_preview, should_stop=should_stop)
+        return trainer.run()

@@ -1,0 +1,201 @@
+"""Checkpoints: round trip, retention, atomicity, and refusal of damaged, tampered and pickle files."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from changeling.errors import UserError
+from changeling.models.registry import Dims, create_model, preset_config
+from changeling.train import checkpoint as ck
+
+CFG = preset_config("tiny", Dims(resolution=32, e_dims=4, ae_dims=8, d_dims=4))
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("tiny", CFG)
+
+
+def _save(root: Path, step: int, model: torch.nn.Module | None = None, **kw: object) -> Path:
+    model = model or _model()
+    req = ck.SaveRequest(step=step, weights=model.state_dict(), optimizer={"rng.cpu": torch.get_rng_state()},
+                         trainer={"lr_scale": 0.5}, settings={"lr": 1e-4})
+    return ck.save_checkpoint(root, "tiny", CFG, "whole", req, **kw)  # type: ignore[arg-type]
+
+
+def test_round_trip_of_weights_optimizer_and_state(tmp_path: Path) -> None:
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = torch.rand(2, 3, 32, 32)
+    oa, ob = model.forward_pair(x, x)
+    (oa.face.mean() + ob.face.mean()).backward()
+    opt.step()
+    ema = {k: v * 0.5 for k, v in model.state_dict().items()}
+    req = ck.SaveRequest(step=3, weights=model.state_dict(), optimizer=ck.optimizer_tensors(opt, model), ema=ema,
+                         trainer={"samplers": {"A": {"n": 4, "epoch": 1, "offset": 2}}}, settings={"lr": 1e-3})
+    path = ck.save_checkpoint(tmp_path, "tiny", CFG, "full", req)
+    got = ck.read_checkpoint(path)
+    assert got.info.step == 3 and got.info.face_type == "full" and got.info.ema and got.info.config == CFG
+    assert all(torch.equal(got.weights[k], v) for k, v in model.state_dict().items())
+    assert got.state["trainer"]["samplers"]["A"]["offset"] == 2
+    model2 = _model(seed=1)
+    opt2 = torch.optim.AdamW(model2.parameters(), 1e-3)
+    ck.load_weights(model2, got.weights, path)
+    ck.load_optimizer_tensors(opt2, model2, got.optimizer, path)
+    for p, p2 in zip(model.parameters(), model2.parameters(), strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], opt2.state[p2][key])
+    inf_model, info = ck.load_for_inference(tmp_path, "cpu")  # uses the EMA weights
+    assert torch.equal(inf_model.state_dict()["encoder.body.0.conv.weight"],
+                       ema["encoder.body.0.conv.weight"])
+
+
+def test_keeps_the_last_n_and_a_snapshot_every_k(tmp_path: Path) -> None:
+    model = _model()
+    for step in range(11):
+        _save(tmp_path, step, model, keep_last=3, snapshot_every=4)
+    assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [8, 9, 10]
+    assert [s for s, _ in ck.list_checkpoints(tmp_path, snapshots=True)] == [4, 8]
+    ck.read_checkpoint(ck.list_checkpoints(tmp_path, snapshots=True)[0][1])  # a snapshot is a full checkpoint
+
+
+def test_a_crash_mid_save_leaves_no_checkpoint_under_a_final_name(tmp_path: Path) -> None:
+    _save(tmp_path, 1)
+    stale = tmp_path / "checkpoints" / ".step-00000002.tmp-999"
+    stale.mkdir()
+    (stale / ck.WEIGHTS).write_bytes(b"half")
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-00000001"
+    _save(tmp_path, 2)
+    assert not stale.exists()
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-00000002"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_weights_are_refused_naming_the_file(tmp_path: Path, damage: str) -> None:
+    _save(tmp_path, 1)
+    path = _save(tmp_path, 2)
+    weights = path / ck.WEIGHTS
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+        weights.write_bytes(bytes(data))
+    else:
+        weights.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(UserError, match="SHA-256 does not match") as err:
+        ck.load_for_inference(tmp_path, "cpu")
+    assert str(weights) in str(err.value)
+    assert (tmp_path / "checkpoints" / "step-00000001" / ck.WEIGHTS).exists()  # the previous one is kept
+    ck.read_checkpoint(tmp_path / "checkpoints" / "step-00000001")
+
+
+def test_edited_state_is_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path, 5)
+    state = json.loads((path / ck.STATE).read_text())
+    state["step"] = 500
+    (path / ck.STATE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match="state.json was changed or damaged"):
+        ck.load_for_inference(tmp_path, "cpu")
+
+
+class _Evil:
+    """Unpickling this touches a marker file: proof that a pickle was (not) loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_pickle_in_place_of_safetensors_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = _save(tmp_path, 1)
+    torch.save({"evil": _Evil(marker)}, path / ck.WEIGHTS)
+    # a careful attacker also fixes the checksums: the file is still refused as not safetensors
+    state = json.loads((path / ck.STATE).read_text())
+    state["files"][ck.WEIGHTS] = ck._sha256((path / ck.WEIGHTS).read_bytes())
+    state["digest"] = ck._digest(state)
+    (path / ck.STATE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match="not a valid safetensors file") as err:
+        ck.load_for_inference(tmp_path, "cpu")
+    assert ck.WEIGHTS in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["model.pth", "model.ckpt", "weights.bin"])
+def test_pickle_files_are_refused_by_name_and_content(tmp_path: Path, name: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / name
+    torch.save({"evil": _Evil(marker)}, path)
+    with pytest.raises(UserError, match="never loads pickles"):
+        ck.load_for_inference(path, "cpu")
+    disguised = tmp_path / "model_folder"
+    path.rename(disguised)  # no suffix: recognised by its bytes
+    with pytest.raises(UserError, match="never loads pickles"):
+        ck.load_for_inference(disguised, "cpu")
+    assert not marker.exists()
+
+
+def test_missing_or_empty_model_folders(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such model folder"):
+        ck.load_for_inference(tmp_path / "nope", "cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no trained model here"):
+        ck.load_for_inference(tmp_path / "empty", "cpu")
+
+
+def test_weights_of_another_shape_are_refused(tmp_path: Path) -> None:
+    other = create_model("tiny", preset_config("tiny", Dims(resolution=32, e_dims=8, ae_dims=8, d_dims=4)))
+    with pytest.raises(UserError, match="wrong shape"):
+        ck.load_weights(_model(), other.state_dict(), tmp_path / "x")
+
+
+def test_a_full_disk_is_a_one_line_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    _save(tmp_path, 1)
+    real = ck._write
+    calls = []
+
+    def full(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(ck, "_write", full)
+    with pytest.raises(UserError, match="cannot save the checkpoint of step 2 \\(No space left on device\\); the "
+                       "newest saved checkpoint is step-00000001") as err:
+        _save(tmp_path, 2)
+    assert str(tmp_path) in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001"]  # no temp folder left
+    ck.read_checkpoint(tmp_path / "checkpoints" / "step-00000001")
+
+
+def test_a_kill_while_old_checkpoints_are_deleted_leaves_no_broken_folder(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    model = _model()
+    for step in (1, 2):
+        _save(tmp_path, step, model, keep_last=2)
+
+    def killed(path: Path, *args: object, **kwargs: object) -> None:
+        (Path(path) / ck.WEIGHTS).unlink()  # the process dies half-way through the deletion
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, 3, model, keep_last=2)
+    monkeypatch.undo()
+    assert [s for s, _ in ck.list_checkpoints(tmp_path)] == [2, 3]
+    for _, path in ck.list_checkpoints(tmp_path):
+        ck.read_checkpoint(path)
+    _save(tmp_path, 4, model, keep_last=2)  # the next save clears the half-deleted hidden folder
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
