@@ -16,6 +16,7 @@ from pathlib import Path
 from changeling.config import ConvertSettings, ExtractSettings, TrainSettings
 from changeling.evaluate.paired import PairedSpec
 from changeling.project import Project, init_project
+from changeling.types import DeviceChoice
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _trained_seconds(project: Project) -> tuple[float, int]:
     return train_seconds(latest), list_checkpoints(project.model_dir)[-1][0]
 
 
-def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device: str = "auto",
+def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device: DeviceChoice = "auto",
              progress: bool = True) -> DemoReport:
     """Make (or resume) a demo project at ``root`` and run every stage; see the module docstring."""
     from changeling.convert import convert

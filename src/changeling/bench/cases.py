@@ -6,12 +6,10 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
-
-from changeling.types import Frame
 
 TARGETS = {
     "train-tiny": {"cpu": ">= 60 examples/s", "cuda": ">= 0.9x reference step"},
@@ -34,7 +32,7 @@ def _target(case: str, device: str) -> str:
 def _train(preset: str, case: str, device: str, repeats: int, quick: bool = False, **dims: Any) -> dict[str, Any]:
     from changeling.bench.train_bench import bench_train
 
-    window = {"seconds": 3.0, "compile": "off"} if quick else {}
+    window: dict[str, Any] = {"seconds": 3.0, "compile": "off"} if quick else {}
     out = bench_train(preset, device, repeats=repeats, **window, **dims)
     return {"value": out["examples_per_s"], "unit": "examples/s", "target": _target(case, device), **out,
             "detail_keys": [k for k in ("ratio_to_reference", "tflops", "batch", "peak_memory_mb",
@@ -64,7 +62,7 @@ def train_liae128(device: str, repeats: int, quick: bool = False) -> dict[str, A
 # ---------------------------------------------------------------------------------------------- extraction
 
 
-def moving_portrait_frames(n: int, width: int = 1280, height: int = 720) -> list[Frame]:
+def moving_portrait_frames(n: int, width: int = 1280, height: int = 720) -> list[np.ndarray]:
     """The astronaut portrait moving, turning and scaling over a ``width`` x ``height`` frame."""
     from changeling.synth import load_portrait
 
@@ -156,7 +154,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
         ex = ExtractSettings(device="cuda" if cuda else "cpu")
         for side in ("A", "B"):
             extract(project, side, [clips[side]], ex, progress=False)
-        settings = TrainSettings(preset=preset, device="cuda" if cuda else "cpu", max_time=budget,
+        settings = TrainSettings(preset=cast(Any, preset), device="cuda" if cuda else "cpu", max_time=budget,
                                  preview_every=25 if cuda else 10, save_every=10_000)
         data: dict[tuple[int, str], Any] = {}
         trace: list[dict[str, float]] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
 
 from changeling.cli.common import add_common, add_settings_flags, project_and_settings
@@ -20,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(preset, resolution, dims) may change on resume."))
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new model from another project's model folder (encoder weights)")
-    p.add_argument("--gpus", type=int, default=None, help="train on N GPUs of this machine (DDP via torchrun)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="train with N processes on this machine (DistributedDataParallel via torchrun: N GPUs, "
+                        "or N CPU processes with --device cpu)")
     add_common(p)
     add_settings_flags(p, TrainSettings)
     p.set_defaults(func=run)
@@ -28,11 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     project, settings = project_and_settings(args, "train")
-    if args.gpus is not None and args.gpus > 1:
-        print("changeling train: multi-GPU training (--gpus) is not built yet; training on one device")
+    from changeling.train import distributed
+
+    if args.gpus is not None and not distributed.launched_by_torchrun():
+        return distributed.launch(args.gpus, sys.argv[1:])
     from changeling.train.loop import train  # torch and the models load only when training
 
     result = train(project, settings, init_from=args.init_from, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports for the whole job
     if result.stopped == "interrupted":
         raise InterruptedRun(f"stopped at step {result.step}; saved {result.checkpoint}; run again to resume")
     print(f"step {result.step}: loss A {result.loss_a:.4f}, loss B {result.loss_b:.4f}, "

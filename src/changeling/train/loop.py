@@ -11,6 +11,7 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -38,6 +39,17 @@ from changeling.project import Project
 from changeling.train import checkpoint as ck
 from changeling.train.augment import Augmented, AugmentSettings, augment
 from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
+from changeling.train.distributed import (
+    DDPPair,
+    DistContext,
+    agree_max,
+    agree_min,
+    barrier,
+    init_distributed,
+    mean_across,
+    rank_slice,
+    shutdown,
+)
 from changeling.train.logs import MetricsLog, plot_losses
 from changeling.train.losses import LossWeights, face_loss
 from changeling.train.preview import sample_indices, write_preview
@@ -282,13 +294,19 @@ class Trainer:
 
     def __init__(self, faces_a: FaceSet, faces_b: FaceSet, paths: TrainPaths, settings: TrainSettings, *,
                  init_from: Path | None = None, progress: bool = True, frame_preview: FramePreview | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, dist_ctx: DistContext | None = None) -> None:
+        self.dist = dist_ctx
+        self.is_main = dist_ctx is None or dist_ctx.is_main
+        self.world = dist_ctx.world_size if dist_ctx is not None else 1
+        progress = progress and self.is_main
         self.paths, self.settings, self.progress = paths, settings, progress
         self.frame_preview = frame_preview
         self.should_stop = should_stop or (lambda: False)
         self.stop_flag = threading.Event()
         self.face_type = check_pair(faces_a, faces_b)
         self.device = resolve_device(settings.device)
+        if dist_ctx is not None:
+            self.device = dist_ctx.device(self.device)
         self.amp = use_bf16(self.device, settings.precision)
         self.channels_last = True
         self.compile = settings.compile == "on" or (settings.compile == "auto" and self.device.type == "cuda")
@@ -334,10 +352,13 @@ class Trainer:
         self.weights = loss_weights(settings)
         self.augment = augment_settings(settings)
         self.gen = torch.Generator(device=self.device)
-        loss_fn = make_loss_fn(self.model, self.weights, self.amp, self.channels_last)
+        # with several processes the forward runs through DistributedDataParallel (gradients averaged)
+        self.pair = DDPPair(self.model, dist_ctx, self.device) if dist_ctx is not None else None
+        loss_fn = make_loss_fn(self.pair or self.model, self.weights, self.amp,  # type: ignore[arg-type]
+                               self.channels_last)
         self.loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
             torch.compile(loss_fn) if self.compile else loss_fn)  # type: ignore[assignment]
-        self.batch_size = settings.batch_size or self._fit_batch()
+        self.batch_size = settings.batch_size or agree_min(self._fit_batch(), dist_ctx, self.device)
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
         self.pending: list[torch.Tensor] = []
@@ -446,15 +467,19 @@ class Trainer:
     def _batch_of(self, ia: torch.Tensor, ib: torch.Tensor, step: int) -> tuple[Augmented, Augmented]:
         xa, ma = self.faces_a.gather(ia, self.device)
         xb, mb = self.faces_b.gather(ib, self.device)
-        self.gen.manual_seed(step_seed(self.settings.seed, step))
+        seed = step_seed(self.settings.seed, step)
+        if self.dist is not None:  # each rank augments its own slice with its own random numbers
+            seed = (seed + 1_000_003 * self.dist.rank) % 2**63
+        self.gen.manual_seed(seed)
         out = augment(torch.cat([xa, xb]), torch.cat([ma, mb]), self.augment, self.gen)
         n = xa.shape[0]
         return _chunk(out, slice(0, n)), _chunk(out, slice(n, None))
 
     def next_batch(self) -> tuple[Augmented, Augmented]:
         """The augmented batch of the next step (advances the samplers)."""
-        ia, ib = self.sampler_a.next(self.batch_size), self.sampler_b.next(self.batch_size)
-        return self._batch_of(ia, ib, self.step)
+        n = self.batch_size * self.world  # the global batch: every rank draws it and takes its own slice
+        ia, ib = self.sampler_a.next(n), self.sampler_b.next(n)
+        return self._batch_of(rank_slice(ia, self.dist), rank_slice(ib, self.dist), self.step)
 
     def _accumulate(self, a: Augmented, b: Augmented) -> torch.Tensor:
         """Forward and backward over micro-batches; on out-of-memory halve the micro-batch and redo. (2,) losses."""
@@ -465,7 +490,10 @@ class Trainer:
                 for i in range(0, n, self.micro_batch):
                     sl = slice(i, min(n, i + self.micro_batch))
                     part = (sl.stop - sl.start) / n
-                    la, lb = forward_backward(self.loss_fn, _chunk(a, sl), _chunk(b, sl), part)
+                    # DDP: gradients are exchanged once per step, on the last micro-batch
+                    last = sl.stop >= n
+                    with self.pair.no_sync() if self.pair is not None and not last else contextlib.nullcontext():
+                        la, lb = forward_backward(self.loss_fn, _chunk(a, sl), _chunk(b, sl), part)
                     total = total + torch.stack([la, lb]).float() * part
                 return total
             except Exception as exc:  # noqa: BLE001 - only memory errors are handled
@@ -501,7 +529,7 @@ class Trainer:
         """Read the pending losses (one sync); raise :class:`NonFiniteLoss` if any is not finite; log them."""
         if not self.pending:
             return
-        vals = torch.stack(self.pending).cpu()  # (k, 2)
+        vals = mean_across(torch.stack(self.pending), self.dist).cpu()  # (k, 2), averaged over the ranks
         self.pending = []
         if not bool(torch.isfinite(vals).all()):
             raise NonFiniteLoss(f"loss is not finite by step {self.step}")
@@ -511,9 +539,11 @@ class Trainer:
         self.last_losses = (la, lb)
         self.history.append((self.step, la, lb))
         del self.history[:-HISTORY_KEEP]
-        self.metrics.write({"step": self.step, "time": time.time(), "loss_a": la, "loss_b": lb, "lr": self.lr(),
-                            "examples_per_s": self.examples_per_s, "batch_size": self.batch_size,
-                            "micro_batch": self.micro_batch, "memory_mb": memory_bytes(self.device) / 2**20})
+        if self.is_main:
+            self.metrics.write({"step": self.step, "time": time.time(), "loss_a": la, "loss_b": lb,
+                                "lr": self.lr(), "examples_per_s": self.examples_per_s,
+                                "batch_size": self.batch_size * self.world, "micro_batch": self.micro_batch,
+                                "world_size": self.world, "memory_mb": memory_bytes(self.device) / 2**20})
         bar_.update(self.step - bar_.n)
         bar_.set_postfix_str(f"loss A {la:.4f} B {lb:.4f} {self.examples_per_s:.1f} ex/s")
 
@@ -528,17 +558,22 @@ class Trainer:
                    "samplers": {"A": self.sampler_a.state(), "B": self.sampler_b.state()},
                    "elapsed": self.elapsed_before + (time.perf_counter() - self._t_start),
                    "batch_size": self.batch_size, "micro_batch": self.micro_batch, "rollbacks": self.rollbacks}
-        req = ck.SaveRequest(step=self.step, weights=self.model.state_dict(),
-                             optimizer={**ck.optimizer_tensors(self.optimizer, self.model), **ck.rng_tensors()},
-                             ema=self.ema.state_dict() if self.ema is not None else None, trainer=trainer,
-                             settings=dataclasses.asdict(self.settings))
-        path = ck.save_checkpoint(self.paths.model_dir, self.preset, self.config, self.face_type, req,
-                                  keep_last=self.settings.keep_last, snapshot_every=self.settings.snapshot_every)
+        path: Path | None = None
+        if self.is_main:  # with several processes rank 0 writes; the weights are the same on every rank
+            req = ck.SaveRequest(step=self.step, weights=self.model.state_dict(),
+                                 optimizer={**ck.optimizer_tensors(self.optimizer, self.model), **ck.rng_tensors()},
+                                 ema=self.ema.state_dict() if self.ema is not None else None, trainer=trainer,
+                                 settings=dataclasses.asdict(self.settings))
+            path = ck.save_checkpoint(self.paths.model_dir, self.preset, self.config, self.face_type, req,
+                                      keep_last=self.settings.keep_last, snapshot_every=self.settings.snapshot_every)
+            try:
+                plot_losses(self.history, self.paths.logs_dir / "loss.png")
+            except OSError as exc:
+                log.warning("could not write the loss plot (%s)", exc.strerror or exc)
+        barrier(self.dist)  # the other ranks may read this checkpoint (rollback) only once it exists
+        if path is None:
+            path = ck.latest_checkpoint(self.paths.model_dir)
         self.last_saved_step, self.last_saved_path = self.step, path
-        try:
-            plot_losses(self.history, self.paths.logs_dir / "loss.png")
-        except OSError as exc:
-            log.warning("could not write the loss plot (%s)", exc.strerror or exc)
         return path
 
     def rollback(self, reason: str) -> None:
@@ -564,6 +599,8 @@ class Trainer:
 
     def preview(self) -> None:
         """Write the preview grid and timelapse frame, then call the frame preview hook (errors there are logged)."""
+        if not self.is_main:
+            return
         model = self.ema if self.ema is not None else self.model
         try:
             write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step)
@@ -576,6 +613,14 @@ class Trainer:
                 log.exception("frame preview failed at step %d", self.step)
 
     def _stop_reason(self, t0: float, until: int | None) -> StopReason | None:
+        """Why to stop now, if at all; with several processes the ranks agree (any rank's reason stops all)."""
+        reason = self._local_stop_reason(t0, until)
+        if self.dist is None:
+            return reason
+        code = agree_max(_STOP_CODES.index(reason) if reason else 0, self.dist, self.device)
+        return _STOP_CODES[code] if code else None
+
+    def _local_stop_reason(self, t0: float, until: int | None) -> StopReason | None:
         s = self.settings
         if until is not None and self.step >= until:
             return "steps_done"
@@ -606,7 +651,7 @@ class Trainer:
                     return reason
                 try:
                     self.train_step()
-                    examples += 2 * self.batch_size
+                    examples += 2 * self.batch_size * self.world
                     due_save = self.step % s.save_every == 0
                     due_preview = s.preview_every > 0 and self.step % s.preview_every == 0
                     if self.step % CHECK_EVERY == 0 or due_save or due_preview:
@@ -648,6 +693,9 @@ class Trainer:
                            changed_settings=self.changed)
 
 
+_STOP_CODES: tuple[StopReason | None, ...] = (None, "steps_done", "max_steps", "max_time", "interrupted")
+
+
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -655,22 +703,37 @@ def _clock(seconds: float) -> str:
 
 def train(project: Project, settings: TrainSettings, *, init_from: Path | None = None, progress: bool = True,
           frame_preview: FramePreview | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Train (or resume) the project's model on ``faces/A`` and ``faces/B``; holds the project's training lock."""
+    """Train (or resume) the project's model on ``faces/A`` and ``faces/B``; holds the project's training lock.
+
+    Started by ``torchrun`` with several processes, it trains with DistributedDataParallel (see
+    :mod:`changeling.train.distributed`): rank 0 holds the lock and writes; every rank trains."""
     paths = TrainPaths.of(project)
-    project.ensure_dirs()
-    with TrainLock(paths.model_dir):
-        latest = ck.latest_checkpoint(paths.model_dir)
-        if init_from is not None and latest is not None:
-            raise UserError("--init-from only starts a new model, and this project already has one; move its "
-                            "model folder away first", paths.model_dir)
-        if latest is not None:
-            info, state = ck.read_state(latest)
-            config = check_same_model(paths.model_dir, info, state, settings, None)
-        else:
-            config = model_config_for(settings)
-        faces_a = load_faces(project.faces_dir("A"), config.resolution, side="A", progress=progress)
-        faces_b = load_faces(project.faces_dir("B"), config.resolution, side="B", progress=progress)
-        check_pair(faces_a, faces_b, project.faces_dir("B"))
-        trainer = Trainer(faces_a, faces_b, paths, settings, init_from=init_from, progress=progress,
-                          frame_preview=frame_preview, should_stop=should_stop)
-        return trainer.run()
+    ctx = init_distributed(resolve_device(settings.device).type)
+    try:
+        if ctx is None or ctx.is_main:
+            project.ensure_dirs()
+        barrier(ctx)
+        with TrainLock(paths.model_dir) if ctx is None or ctx.is_main else contextlib.nullcontext():
+            return _train_locked(project, paths, settings, init_from, progress, frame_preview, should_stop, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _train_locked(project: Project, paths: TrainPaths, settings: TrainSettings, init_from: Path | None,
+                  progress: bool, frame_preview: FramePreview | None, should_stop: Callable[[], bool] | None,
+                  ctx: DistContext | None) -> TrainResult:
+    latest = ck.latest_checkpoint(paths.model_dir)
+    if init_from is not None and latest is not None:
+        raise UserError("--init-from only starts a new model, and this project already has one; move its "
+                        "model folder away first", paths.model_dir)
+    if latest is not None:
+        info, state = ck.read_state(latest)
+        config = check_same_model(paths.model_dir, info, state, settings, None)
+    else:
+        config = model_config_for(settings)
+    faces_a = load_faces(project.faces_dir("A"), config.resolution, side="A", progress=progress)
+    faces_b = load_faces(project.faces_dir("B"), config.resolution, side="B", progress=progress)
+    check_pair(faces_a, faces_b, project.faces_dir("B"))
+    trainer = Trainer(faces_a, faces_b, paths, settings, init_from=init_from, progress=progress,
+                      frame_preview=frame_preview, should_stop=should_stop, dist_ctx=ctx)
+    return trainer.run()
