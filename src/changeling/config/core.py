@@ -9,6 +9,7 @@ source (file or flag) and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import types
@@ -121,6 +122,8 @@ def apply(settings: S, values: Mapping[str, Any], source: str) -> S:
             value = _coerce(tp, raw)
         except (ValueError, TypeError):
             raise UserError(f"bad value {raw!r} for {key!r}: expected {_allowed(tp)}", source) from None
+        if isinstance(value, float) and not math.isfinite(value):  # nan passes every range check
+            raise UserError(f"bad value {raw!r} for {key!r}: must be a finite number", source)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             lo, hi = meta.get("min"), meta.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -147,6 +150,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"not valid TOML: {exc}", path) from None
     except UnicodeDecodeError:
         raise UserError("not valid TOML: not UTF-8 text", path) from None
+    except RecursionError:
+        raise UserError("not valid TOML: nested too deeply", path) from None
+    except OSError as exc:  # a folder, or unreadable
+        raise UserError(f"cannot be read ({exc.strerror or type(exc).__name__})", path) from None
 
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")

@@ -141,10 +141,12 @@ def torch_threads(count: int | None) -> Iterator[None]:
 def load_model(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
     """The trained model in ``model_dir`` for inference, and its info (``resolution``, ``face_type``,
     ``preset``, ``step``). Raises :class:`UserError` when there is none."""
+    from changeling.train.checkpoint import load_for_inference, refuse_pickle
+
     model_dir = Path(model_dir)
+    refuse_pickle(model_dir)  # a .pth/.ckpt given as --model: say why it is refused
     if not model_dir.is_dir() or not any(model_dir.iterdir()):
         raise UserError("no trained model here; train one first with `changeling train`", model_dir)
-    from changeling.train.checkpoint import load_for_inference
 
     return load_for_inference(model_dir, device)  # type: ignore[no-any-return]
 

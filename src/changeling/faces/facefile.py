@@ -73,9 +73,15 @@ class FaceMeta:
 
 
 def _num(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a finite number")
-    return float(value)
+    try:
+        out = float(value)  # an integer of hundreds of digits overflows a float
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number")
+    return out
 
 
 def _matrix(value: Any, name: str, shape: tuple[int | None, int]) -> list[list[float]]:
@@ -96,7 +102,8 @@ def meta_from_dict(d: Any) -> FaceMeta:
     known = set(FaceMeta.__dataclass_fields__)
     extra = set(d) - known
     if extra:
-        raise ValueError(f"unknown metadata keys: {', '.join(sorted(map(str, extra)))}")
+        shown = sorted(k if k.isprintable() else repr(k) for k in map(str, extra))  # no newlines or escapes
+        raise ValueError(f"unknown metadata keys: {', '.join(shown)}")
     for key in ("source", "frame_index", "face_index", "size", "face_type", "affine", "landmarks", "box", "score"):
         if key not in d:
             raise ValueError(f"metadata lacks {key!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,9 +32,13 @@ class VideoInfo:
 def check_readable_file(path: Path) -> Path:
     """The checks every input gets before FFmpeg sees it."""
     path = Path(path)
-    if not path.exists():
-        raise UserError("no such file or folder", path)
-    if path.is_file() and path.stat().st_size == 0:
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError("no such file or folder", path) from None
+    except OSError as exc:  # a name too long, a loop of links...: one line, not a traceback
+        raise UserError(f"cannot be read ({exc.strerror or type(exc).__name__})", path) from None
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise UserError("empty file (0 bytes)", path)
     return path
 
@@ -61,6 +66,8 @@ def probe(path: Path) -> VideoInfo:
         if not container.streams.video:
             raise UserError("has no video stream", path)
         vs = container.streams.video[0]
+        if vs.codec_context is None:  # FFmpeg has no decoder for it: an unknown codec or a damaged header
+            raise UserError("video stream cannot be decoded (unknown codec or damaged header)", path)
         width, height = vs.codec_context.width, vs.codec_context.height
         if not width or not height:
             raise UserError("video stream has no frame size (damaged header?)", path)
