@@ -210,9 +210,7 @@ IMAGE_CASES = [
     Case("image-png-bad-crc", video_case(lambda r: write(r / "crc.png", png_bytes(64, 64, bad_crc=True)),
                                          "image")),
     Case("image-tiff-garbage", video_case(lambda r: write(r / "junk.tif", b"II*\x00\xff\xff\xff\x7f" + b"\x01" * 64),
-                                          "image"),
-         bug="PIL's UserWarning 'Corrupt EXIF data' reaches stderr as a two-line Python warning (file:line and the "
-             "source line 'warnings.warn(str(msg))'); the CLI should show warnings as one log line"),
+                                          "image")),
     Case("image-bmp-claims-60000x60000", video_case(_bmp_huge, "megapixel limit")),
 ]
 

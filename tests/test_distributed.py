@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from changeling.project import init_project
 from changeling.train.checkpoint import latest_checkpoint, read_checkpoint

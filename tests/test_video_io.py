@@ -138,7 +138,6 @@ def test_metadata_is_written(tmp_path: Path) -> None:
 
 def test_i420_frames_match_rgb_frames(tmp_path: Path) -> None:
     import cv2
-
     import skimage.data
 
     portrait = cv2.resize(skimage.data.astronaut(), (64, 48), interpolation=cv2.INTER_AREA)

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from changeling import __version__
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # library warnings (Pillow on a damaged image, ...) become one log line, not a source listing
+    warnings.showwarning = _warning_to_log
+
+
+def _warning_to_log(message: Warning | str, category: type[Warning], *_args: object, **_kw: object) -> None:
+    logging.getLogger("changeling").warning("%s: %s", category.__name__, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
