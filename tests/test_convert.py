@@ -24,7 +24,7 @@ from changeling.convert import color
 from changeling.convert.blend import paste_back
 from changeling.convert.maskops import MaskBuilder
 from changeling.convert.pipeline import Converter, DetectedFace, all_faces, check_model
-from changeling.convert.preview import write_previews
+from changeling.convert.previews import write_previews
 from changeling.convert.writers import RenderedFrame, writer_factory
 from changeling.detect.align import face_affine, template_points
 from changeling.errors import UserError

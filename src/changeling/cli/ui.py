@@ -104,17 +104,22 @@ def run(args: argparse.Namespace) -> int:
     warning = host_warning(args.host, auth)
     if warning:
         print(f"changeling ui: {warning}")
-    try:
-        blocks, url = serve(ws, ServeOptions(host=args.host, port=args.port, auth=auth, max_upload=max_upload))
-    except OSError as exc:
-        raise UserError(f"cannot serve on {args.host}:{args.port} ({exc})") from None
-    print(f"changeling ui: open {url} in a browser (projects in {ws.home}); Ctrl+C stops the server")
-    try:
+    blocks = None
+    try:  # Ctrl+C is the normal way to stop the server, whenever it comes
+        try:
+            blocks, url = serve(ws, ServeOptions(host=args.host, port=args.port, auth=auth, max_upload=max_upload))
+        except OSError as exc:
+            raise UserError(f"cannot serve on {args.host}:{args.port} ({exc})") from None
+        print(f"changeling ui: open {url} in a browser (projects in {ws.home}); Ctrl+C stops the server")
         blocks.block_thread()
     except KeyboardInterrupt:
         pass
     finally:
-        blocks.close()
+        if blocks is not None:
+            try:
+                blocks.close()
+            except KeyboardInterrupt:
+                pass
     for root, kind in ws.running_jobs():
         print(f"changeling ui: the {kind} job of {root} keeps running; reopen the UI to follow or stop it")
     return 0

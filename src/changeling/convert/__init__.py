@@ -180,7 +180,7 @@ def preview(project: Project, source: Path, frame: int, settings: ConvertSetting
             reference: Sequence[Path] = ()) -> list[Path]:
     """Write ``original | swapped | mask`` PNGs of frame ``frame`` for every colour mode (default folder: the
     project's ``previews/``)."""
-    from changeling.convert.preview import write_previews
+    from changeling.convert.previews import write_previews
     from changeling.provenance import synthetic_metadata
 
     conv, _ = build_converter(project, Path(source), settings, model_dir=model_dir, alignments=alignments,
