@@ -74,3 +74,36 @@ def test_cluster_separates_the_two_people(tmp_path: Path, scene: tuple[Path, Pat
         assert len(sides) == 1  # each cluster is one person
     r = run_cli("faces", "cluster", "-p", str(proj), "--side", "B", "--gather", "-q")
     assert r.returncode == 0 and len(list_faces(proj / "faces" / "B")) == 6
+
+
+def test_convert_swaps_only_the_referenced_person(tmp_path: Path, scene: tuple[Path, Path, int]) -> None:
+    frames, ref, boundary = scene
+    proj = tmp_path / "p"
+    run_cli("init", str(proj))
+    hopper = tmp_path / "hopper.png"
+    first = np.asarray(Image.open(sorted(frames.glob("*.png"))[0]).convert("RGB"))
+    Image.fromarray(first[:, boundary + 10:]).save(hopper)
+    for side, who in (("A", ref), ("B", hopper)):
+        r = run_cli("extract", "-p", str(proj), "--side", side, str(frames), "--max-faces", "2", "--reference",
+                    str(who), "-q", "--device", "cpu")
+        assert r.returncode == 0, r.stderr
+    r = run_cli("train", "-p", str(proj), "--max-steps", "2", "--batch-size", "2", "--device", "cpu", "-q")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    r = run_cli("convert", "-p", str(proj), str(frames), "-o", str(out), "--writer", "images", "--which",
+                "reference", "--reference", str(ref), "--color", "none", "-q")
+    assert r.returncode == 0, r.stderr
+    src = [np.asarray(Image.open(p).convert("RGB")).astype(int) for p in sorted(frames.glob("*.png"))]
+    got = [np.asarray(Image.open(p).convert("RGB")).astype(int) for p in sorted(out.glob("*.png"))]
+    assert len(got) == len(src) == 3
+    boxes = {side: {read_meta(f).frame_index: read_meta(f).box for f in list_faces(proj / "faces" / side)}
+             for side in ("A", "B")}
+
+    def change(s: np.ndarray, g: np.ndarray, box: list[float]) -> float:
+        x0, y0, x1, y1 = (round(v) for v in box)
+        return float(np.abs(s[y0:y1, x0:x1] - g[y0:y1, x0:x1]).mean())
+
+    for i, (s, g) in enumerate(zip(src, got, strict=True)):
+        swapped, kept = change(s, g, boxes["A"][i]), change(s, g, boxes["B"][i])
+        assert swapped > 5 * kept and swapped > 5  # the astronaut (the reference) was swapped
+        assert kept < 2  # Grace Hopper was not: only the invisible watermark touched her face
