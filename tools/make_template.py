@@ -28,7 +28,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from scipy.optimize import least_squares, linear_sum_assignment
 from scipy.spatial.transform import Rotation
@@ -36,10 +35,11 @@ from scipy.spatial.transform import Rotation
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from litert_mesh import LiteRTMesh  # noqa: E402
+
 from changeling.masks import regions as R  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "tests/data/mediapipe/face_landmark.tflite"  # the original, kept for the port tests
-INPUT = 192
 
 # Landmarks that move little with expression: eye corners, brows, nose bridge and tip, nostrils, mouth
 # corners, cheeks. Jaw and lips are left out (they move when talking).
@@ -60,46 +60,6 @@ def portraits() -> list[np.ndarray]:
 
 # rough face boxes (x0, y0, x1, y1) to start the refinement from
 START_BOXES = [(175, 60, 275, 180), (155, 130, 365, 340)]
-
-
-class LiteRTLandmarker:
-    """The original face_landmark.tflite on a rotated square region of interest."""
-
-    def __init__(self, model: Path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interp = Interpreter(model_path=str(model))
-        self.interp.allocate_tensors()
-        outs = self.interp.get_output_details()
-        self.lm_index = next(o["index"] for o in outs if int(np.prod(o["shape"])) == 1404)
-        self.in_index = self.interp.get_input_details()[0]["index"]
-
-    def run(self, image: np.ndarray, cx: float, cy: float, side: float, angle: float) -> np.ndarray:
-        """(468, 3) landmarks in frame pixels (z scaled like x)."""
-        k = INPUT / side
-        c, s = np.cos(angle) * k, np.sin(angle) * k
-        a = np.array([[c, s, 0.0], [-s, c, 0.0]])
-        a[:, 2] = INPUT / 2 - a[:, :2] @ [cx, cy]
-        crop = cv2.warpAffine(image, a, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        self.interp.set_tensor(self.in_index, (crop.astype(np.float32) / 255.0)[None])
-        self.interp.invoke()
-        out = self.interp.get_tensor(self.lm_index).reshape(468, 3).astype(np.float64)
-        inv = cv2.invertAffineTransform(a)
-        xy = out[:, :2] @ inv[:, :2].T + inv[:, 2]
-        return np.concatenate([xy, out[:, 2:] / k], axis=1)
-
-    def refine(self, image: np.ndarray, box: tuple[float, float, float, float], iters: int = 6) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        cx, cy, side, angle = (x0 + x1) / 2, (y0 + y1) / 2, 1.5 * max(x1 - x0, y1 - y0), 0.0
-        lm = np.zeros((468, 3))
-        for _ in range(iters):
-            lm = self.run(image, cx, cy, side, angle)
-            d = lm[R.LEFT_EYE_OUTER, :2] - lm[R.RIGHT_EYE_OUTER, :2]
-            angle = float(np.arctan2(d[1], d[0]))
-            lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
-            cx, cy = (lo + hi) / 2
-            side = 1.5 * float(max(hi - lo))
-        return lm
 
 
 def known_twins() -> list[tuple[int, int]]:
@@ -257,14 +217,14 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--out", type=Path, default=ROOT / "src/changeling/detect/template.py")
     args = ap.parse_args()
-    lm = LiteRTLandmarker(args.model)
+    lm = LiteRTMesh(args.model)
     observations = []  # per portrait: (original mesh, mirrored-image mesh mapped back)
     for image, box in zip(portraits(), START_BOXES, strict=True):
         w = image.shape[1]
-        mesh = lm.refine(image, box)
+        mesh = lm.refine(image, box, iters=6)
         flipped = np.ascontiguousarray(image[:, ::-1])
         fbox = (w - box[2], box[1], w - box[0], box[3])
-        fmesh = lm.refine(flipped, fbox)
+        fmesh = lm.refine(flipped, fbox, iters=6)
         fmesh[:, 0] = w - fmesh[:, 0]
         observations.append((mesh, fmesh))
     perm = mirror_permutation([m for m, _ in observations])
