@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# the counts of a source's report worth a mention when not zero, and how to say them
+_COUNTS = (("frames_without_face", "without a face"), ("corrupt_frames", "corrupt frames skipped"),
+           ("resumed_frames", "done before (resumed)"), ("skipped_frames", "skipped (every Nth)"),
+           ("blurry_faces", "too blurry"), ("small_faces", "too small"),
+           ("other_people", "faces of other people dropped"))
+
+
 def run(args: argparse.Namespace) -> int:
     from changeling.extract import extract
 
@@ -42,20 +49,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.source}: already extracted ({s.resumed_frames} frames); delete {s.alignments} to redo")
             continue
         parts = [f"{s.frames_read} frames read", f"{s.faces_written} faces written"]
-        if s.frames_without_face:
-            parts.append(f"{s.frames_without_face} without a face")
-        if s.corrupt_frames:
-            parts.append(f"{s.corrupt_frames} corrupt frames skipped")
-        if s.resumed_frames:
-            parts.append(f"{s.resumed_frames} done before (resumed)")
-        if s.skipped_frames:
-            parts.append(f"{s.skipped_frames} skipped (every Nth)")
-        if s.blurry_faces:
-            parts.append(f"{s.blurry_faces} too blurry")
-        if s.small_faces:
-            parts.append(f"{s.small_faces} too small")
-        if s.other_people:
-            parts.append(f"{s.other_people} faces of other people dropped")
+        parts += [f"{getattr(s, name)} {label}" for name, label in _COUNTS if getattr(s, name)]
         print(f"{s.source}: " + ", ".join(parts))
     faces_dir = project.faces_dir(args.side)
     if report.faces_written == 0 and not any(s.already_complete or s.resumed_frames for s in report.sources):
