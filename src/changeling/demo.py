@@ -47,7 +47,8 @@ class DemoReport:
     verdict: str
     scores_json: Path
     plot: Path
-    preview_grid: Path | None
+    preview_grid: Path | None  # A, A->A, A->B, B, B->B, B->A on fixed faces
+    frame_preview: Path | None  # A's footage with the swap pasted in
     recognisable: float
     ssim: float
     baseline_ssim: float
@@ -147,8 +148,10 @@ def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device:
     ev = evaluate_project(project, spec=spec, device=device, progress=progress)
     last = ev.latest
     log.info("[6/6] paired benchmark scored %d checkpoints", len(ev.rows))
-    grids = sorted(project.previews_dir.glob("*.png"), key=lambda p: p.stat().st_mtime)
+    grid = project.previews_dir / "preview.png"
+    frames = project.previews_dir / "frames.png"
     return DemoReport(project=root, clips=clips, faces=faces, train_seconds=done_s, step=step, output=output,
                       verdict=report.verdict, scores_json=ev.json_path, plot=ev.plot_path,
-                      preview_grid=grids[-1] if grids else None, recognisable=last["recognisable"],
+                      preview_grid=grid if grid.exists() else None,
+                      frame_preview=frames if frames.exists() else None, recognisable=last["recognisable"],
                       ssim=last["ssim"], baseline_ssim=last["baseline_ssim"])

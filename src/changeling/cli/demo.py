@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 changeling demo finished: {r.step} training steps in {r.train_seconds / 60:.1f} minutes
   swapped video:  {r.output}   (provenance: {r.verdict})
   preview grid:   {r.preview_grid or '(none yet)'}
+  frame preview:  {r.frame_preview or '(none yet)'}
   quality plot:   {r.plot}
   scores:         {r.scores_json}
   paired benchmark: {verdict}: {r.recognisable:.0%} of held-out frames closer to B than to A;
