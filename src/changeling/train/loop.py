@@ -714,7 +714,9 @@ def train(project: Project, settings: TrainSettings, *, init_from: Path | None =
             project.ensure_dirs()
         barrier(ctx)
         with TrainLock(paths.model_dir) if ctx is None or ctx.is_main else contextlib.nullcontext():
-            return _train_locked(project, paths, settings, init_from, progress, frame_preview, should_stop, ctx)
+            result = _train_locked(project, paths, settings, init_from, progress, frame_preview, should_stop, ctx)
+        barrier(ctx)  # leave together: a rank tearing the group down while another still talks to it aborts
+        return result
     finally:
         shutdown(ctx)
 
