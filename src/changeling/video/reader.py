@@ -75,7 +75,7 @@ class FrameSource:
                         t = float(index / self.fps)
                     else:
                         t = float(frame.pts * tb)
-                    image = frame.to_ndarray(format="rgb24")
+                    image = frame.to_ndarray(format="rgb24", threads=0)  # swscale on all cores, same pixels
                     yield TimedFrame(index=index, time=t, pts=frame.pts, image=np.ascontiguousarray(image))
                     index += 1
         if index == 0:

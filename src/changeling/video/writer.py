@@ -21,6 +21,8 @@ from changeling.video.probe import open_container
 
 log = logging.getLogger(__name__)
 
+FRAME_THREADS_FROM = 480  # frame height from which x264 encodes with frame threads
+
 
 def check_output_path(path: Path, inputs: Sequence[Path] = ()) -> Path:
     """An output path must be in an existing writable folder and must not be one of the inputs."""
@@ -156,6 +158,12 @@ class VideoWriter:
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = self.settings.pix_fmt
         stream.options = dict(self.settings.options)
+        # From SD up, x264's own frame threads (PyAV asks for slice threads): encode() hands a frame over and
+        # returns, so one feeding thread keeps many cores busy (1080p convert on a 16-core machine was capped by
+        # this thread). Small frames keep slice threads: nothing to gain, and frame threads' rate control costs
+        # a little quality at high CRF.
+        if self.height >= FRAME_THREADS_FROM:
+            stream.codec_context.thread_type = "FRAME"
         stream.codec_context.time_base = self.time_base
         stream.time_base = self.time_base
         self._stream = stream
