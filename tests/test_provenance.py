@@ -369,3 +369,14 @@ def test_verify_command(tmp_path: Path) -> None:
     assert "MARKED" in r.stdout  # the other file was still checked
     r = run_cli("verify", "--frames", "0", str(marked))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_marker_for_the_cpu_is_the_numpy_embedder_and_a_gpu_one_marks_alike() -> None:
+    torch = pytest.importorskip("torch")
+    assert wm.watermark_marker("cpu") is embed_watermark
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA for the GPU marker")
+    frame = cv2.resize(_portraits()[0], (320, 256), interpolation=cv2.INTER_AREA)
+    marked = wm.watermark_marker("cuda")(frame)
+    diff = np.abs(marked.astype(int) - embed_watermark(frame))
+    assert marked.shape == frame.shape and diff.max() <= 1 and detect_watermark(marked) == (True, 1.0)

@@ -132,7 +132,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
     fly), and the colour matcher, masks, writer with provenance, and watermark."""
     from changeling.convert.sources import ModelSwapper, load_model
     from changeling.device import resolve_device
-    from changeling.provenance import embed_watermark
+    from changeling.provenance.watermark import watermark_marker
 
     device = resolve_device(settings.device)
     mdir = Path(model_dir) if model_dir is not None else project.model_dir
@@ -149,7 +149,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
                      masks=MaskBuilder(settings.mask, settings.erode, settings.blur),
                      writer_factory=provenance_writer_factory(writer, crf=settings.crf,
                                                               image_format=settings.image_format),
-                     marker=embed_watermark, select=_select(settings.which, reference), smooth=settings.smooth,
+                     marker=watermark_marker(device), select=_select(settings.which, reference), smooth=settings.smooth,
                      sharpen=settings.sharpen, face_scale=settings.face_scale, batch_size=settings.batch_size,
                      workers=workers, progress=progress)
     return conv, ConvertPlan(faces_from, mdir, info.preset, info.resolution, int(info.step), device)
@@ -169,7 +169,7 @@ def convert(project: Project, source: Path, output: Path | None, settings: Conve
                                  alignments=alignments, track=track, reference=reference, progress=progress)
     conv.label = (f"model {plan.model_dir} ({plan.preset}, {plan.resolution} px, step {plan.step}), faces from "
                   f"{plan.faces_from}, colour {settings.color}, mask {settings.mask}")
-    from changeling.convert.sources import torch_threads
+    from changeling.threads import torch_threads
 
     with torch_threads(1 if plan.device.type == "cpu" else None):
         return conv.run(source, out)

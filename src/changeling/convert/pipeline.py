@@ -35,6 +35,7 @@ from changeling.convert.writers import FrameWriter, Patch, RenderedFrame, Writer
 from changeling.detect.align import face_affine, transform_points, warp_face
 from changeling.errors import UserError
 from changeling.progress import bar
+from changeling.threads import opencv_threads
 from changeling.types import Affine, FaceType, Frame
 from changeling.video.reader import FrameSource, TimedFrame, open_frames
 
@@ -252,6 +253,12 @@ class Converter:
 
     def run(self, source: Path | str, output: Path | str) -> ConvertReport:
         """Convert ``source`` (a video, image or image folder) into ``output`` through the writer factory."""
+        if self.workers <= 0:
+            return self._run(source, output)
+        with opencv_threads(1):  # the render threads are the parallelism
+            return self._run(source, output)
+
+    def _run(self, source: Path | str, output: Path | str) -> ConvertReport:
         source, output = Path(source), Path(output)
         check_not_input(output, source)
         frames = open_frames(source)

@@ -4,8 +4,7 @@ trained model wrapped as a :class:`~changeling.convert.pipeline.Swapper`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,24 +117,6 @@ class TrackerFaceSource:
         # the port's TrackedFace carries a track id; other trackers may not (then faces are matched by box)
         return [[DetectedFace(np.asarray(t.landmarks, np.float32), np.asarray(t.box, np.float32),
                               getattr(t, "track_id", None), float(t.score)) for t in faces] for faces in found]
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` intra-op threads for PyTorch's CPU kernels, then restore the old count.
-
-    Convert keeps every core busy with its own threads (decode, render, encode); on the CPU a model that also
-    spreads over all cores fights them (measured on 2 cores: 10-13 frames/s with 2 threads, 18-24 with 1).
-    """
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(count)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def load_model(model_dir: Path, device: torch.device) -> tuple[Any, Any]:

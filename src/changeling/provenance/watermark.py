@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -235,3 +236,21 @@ def embed_watermark_torch(frames: torch.Tensor) -> torch.Tensor:
     out = frames.clone()
     out[:, :h, :w] = (frames[:, :h, :w].to(torch.int16) + d.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def watermark_marker(device: torch.device | str) -> Callable[[Frame], Frame]:
+    """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU,
+    :func:`embed_watermark_torch` on that GPU (the frame goes over and back: about 0.5 ms of GPU time per 1080p
+    frame instead of 10 ms of a CPU core, the largest share of convert's per-frame CPU work)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return embed_watermark
+
+    def mark(frame: Frame) -> Frame:
+        _check_frame(frame)
+        t = torch.from_numpy(np.ascontiguousarray(frame)).to(dev)[None]
+        return np.asarray(embed_watermark_torch(t)[0].cpu().numpy())
+
+    return mark
