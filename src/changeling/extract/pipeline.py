@@ -9,13 +9,15 @@ run killed at any moment resumes at the first frame not committed.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +27,9 @@ import cv2
 import numpy as np
 
 from changeling.config import ExtractSettings
-from changeling.detect.align import face_affine, transform_points, warp_face
+from changeling.detect.align import face_affine, warp_face
 from changeling.errors import UserError
-from changeling.faces.facefile import FaceMeta, write_face
+from changeling.faces.output import write_extracted_face
 from changeling.faces.store import (
     AlignmentStore,
     FaceRecord,
@@ -36,9 +38,9 @@ from changeling.faces.store import (
     content_hash,
     source_key,
 )
-from changeling.masks.masks import face_masks
 from changeling.progress import bar
 from changeling.project import Project
+from changeling.threads import opencv_threads, torch_threads
 from changeling.types import Frame
 from changeling.video import FrameSource, TimedFrame, open_frames
 from changeling.video.images import read_image, write_image_atomic
@@ -54,7 +56,11 @@ MEMORY_BUDGET = 512 << 20  # bytes of decoded frames held by the decode queue, a
 GPU_FRAMES_PER_LANE = 8  # on a GPU, a batch of B frames is tracked as B / 8 runs side by side
 # threads that crop, mask and write faces (OpenCV and zlib release the GIL): 2 on a laptop, more where the
 # cores are (on an H100 machine the 720p benchmark was limited by this CPU side; see bench/RESULTS.md)
-FACE_WORKERS = max(2, min(8, (os.cpu_count() or 2) // 2))
+FACE_WORKERS = max(2, min(12, 3 * (os.cpu_count() or 2) // 4))
+# From this many cores, the masks, metadata and PNG of each face are made in worker processes (one per face
+# thread): with a dozen threads the Python parts of that work queue on the GIL (measured on a 16-core H100
+# machine: 59 ms of face work per frame summed over 12 threads, against 21 on 2 threads of a 2-core laptop).
+FACE_PROCESSES_FROM_CORES = 8
 
 
 class TrackedFaceLike(Protocol):
@@ -96,6 +102,13 @@ class SourceReport:
     small_faces: int = 0  # smaller than min_face (dropped)
     other_people: int = 0  # rejected by the identity filter (--reference / --exclude)
     already_complete: bool = False
+    # seconds of work per stage: the main thread waiting for decoded frames ("decode_wait"), running the
+    # networks ("networks"), waiting for the face threads ("faces_wait") and writing the store ("store");
+    # "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
 
 @dataclass
@@ -134,6 +147,14 @@ class ExtractReport:
     @property
     def blurry_faces(self) -> int:
         return self._sum("blurry_faces")
+
+    @property
+    def stages(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for src in self.sources:
+            for k, v in src.stages.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     @property
     def frames_per_second(self) -> float:
@@ -295,10 +316,12 @@ class _SourceRun:
 
     def __init__(self, path: Path, source: FrameSource, *, project: Project, side: str,
                  settings: ExtractSettings, make_tracker: TrackerFactory, progress: bool,
-                 workers: ThreadPoolExecutor, want_samples: int, face_filter: FaceFilter | None = None) -> None:
+                 workers: ThreadPoolExecutor, want_samples: int, face_filter: FaceFilter | None = None,
+                 processes: ProcessPoolExecutor | None = None) -> None:
         self.path, self.source, self.settings = path, source, settings
         self.face_filter = face_filter
         self.side, self.make_tracker, self.progress, self.workers = side, make_tracker, progress, workers
+        self.processes = processes
         self.faces_dir = project.faces_dir(side)
         self.db_path = alignments_path(project.alignments_dir, path, side)
         self.stem = source_stem(path)
@@ -310,6 +333,7 @@ class _SourceRun:
         self.samples: list[_Sample] = []
         self.sample_at: set[int] = set()
         self.independent = source.kind == "images"  # unrelated images: no tracking from one to the next
+        self._time_lock = threading.Lock()
 
     def _settings_record(self) -> dict[str, Any]:
         s = self.settings
@@ -354,7 +378,9 @@ class _SourceRun:
         total = self.source.frame_count or None
         try:
             with bar(total=total, desc=source_key(self.path), unit="frame", enabled=self.progress) as pbar:
+                waited = time.perf_counter()
                 for item in decoder:
+                    self.report.add_time("decode_wait", time.perf_counter() - waited)
                     if isinstance(item, _End):
                         self.report.corrupt_frames += item.corrupt_after
                         if batch or skipped or corrupt:
@@ -389,6 +415,7 @@ class _SourceRun:
                         self._commit(pending)
                         pending = last
                         batch, skipped, corrupt, batch_bytes = [], [], {}, 0
+                    waited = time.perf_counter()
         finally:
             if pending is not None:  # stopped by an error: keep what is complete
                 for job in pending.jobs:
@@ -408,6 +435,7 @@ class _SourceRun:
     def _process(self, tracker: Tracker | None, batch: list[TimedFrame], skipped: list[FrameRecord],
                  corrupt: dict[int, int]) -> _Pending:
         """Run the networks on a batch and hand each face's crop, masks and file to the worker threads."""
+        t0 = time.perf_counter()
         if batch:
             if tracker is None:  # independent images: a fresh tracker for each, so nothing carries over
                 found: list[Sequence[TrackedFaceLike]] = []
@@ -419,6 +447,7 @@ class _SourceRun:
                 raise RuntimeError(f"tracker returned {len(found)} results for {len(batch)} frames")
         else:
             found = []
+        self.report.add_time("networks", time.perf_counter() - t0)
         pending = _Pending(frames=list(skipped), corrupt=dict(corrupt))
         for tf, faces in zip(batch, found, strict=True):
             kept = self._select(tf.image, faces)
@@ -434,7 +463,10 @@ class _SourceRun:
         """Wait for a batch's faces to be on disk, then record the batch in one transaction."""
         if pending is None:
             return
+        t0 = time.perf_counter()
         records = [job.result() for job in pending.jobs]
+        t1 = time.perf_counter()
+        self.report.add_time("faces_wait", t1 - t0)
         for rec in records:
             if rec.file is None:
                 self.report.blurry_faces += 1
@@ -443,6 +475,7 @@ class _SourceRun:
         store = self._open_store(create=True)
         assert store is not None
         store.record(sorted(pending.frames, key=lambda f: f.index), records, pending.corrupt)
+        self.report.add_time("store", time.perf_counter() - t1)
 
     def _select(self, frame: Frame, faces: Sequence[TrackedFaceLike]) -> list[TrackedFaceLike]:
         big = []
@@ -461,6 +494,14 @@ class _SourceRun:
 
     def _face(self, tf: TimedFrame, k: int, face: TrackedFaceLike) -> FaceRecord:
         """Align, crop, measure, mask and write one face (runs in a worker thread)."""
+        t0 = time.perf_counter()
+        try:
+            return self._face_work(tf, k, face)
+        finally:
+            with self._time_lock:
+                self.report.add_time("faces", time.perf_counter() - t0)
+
+    def _face_work(self, tf: TimedFrame, k: int, face: TrackedFaceLike) -> FaceRecord:
         s = self.settings
         lm = np.asarray(face.landmarks, dtype=np.float32)
         affine = face_affine(lm, s.face_type, s.size)
@@ -470,13 +511,14 @@ class _SourceRun:
         if blur < s.blur_threshold:
             return FaceRecord(tf.index, k, box, lm, float(face.score), blur, None)
         name = face_file_name(self.stem, tf.index, k)
-        meta = FaceMeta(
-            source=str(self.path), frame_index=tf.index, face_index=k, size=s.size, face_type=s.face_type,
-            affine=affine.tolist(), landmarks=np.round(lm.astype(np.float64), 3).tolist(),
-            box=[round(float(v), 2) for v in box], score=float(face.score),
-            masks=face_masks(transform_points(lm, affine), s.size), time=float(tf.time), blur=round(blur, 3),
-            side=self.side, source_hash=self.hash)
-        write_face(self.faces_dir / name, crop, meta)
+        fields = {"source": str(self.path), "frame_index": tf.index, "face_index": k, "face_type": s.face_type,
+                  "box": [round(float(v), 2) for v in box], "score": float(face.score), "time": float(tf.time),
+                  "blur": round(blur, 3), "side": self.side, "source_hash": self.hash}
+        args = (self.faces_dir / name, crop, lm, affine, fields)
+        if self.processes is None:
+            write_extracted_face(*args)
+        else:  # masks, metadata and PNG in another process: this thread waits without holding the GIL
+            self.processes.submit(write_extracted_face, *args).result()
         return FaceRecord(tf.index, k, box, lm, float(face.score), blur, name)
 
     def _finish(self, end: _End) -> None:
@@ -580,15 +622,39 @@ def _cpu_threads(settings: ExtractSettings) -> Iterator[None]:
     """Give the networks part of the CPU only: with every core in torch's pool, its worker threads spin
     waiting for each other while the decode and face threads hold the cores, and extraction crawls (measured
     20x slower on two cores)."""
-    import torch
-
-    before = torch.get_num_threads()
     cores = os.cpu_count() or 1
-    torch.set_num_threads(settings.threads or max(1, cores // 2))
-    try:
+    with torch_threads(settings.threads or max(1, cores // 2)), opencv_threads(1):  # face workers: the rest
         yield
-    finally:
-        torch.set_num_threads(before)
+
+
+_PROCESS_POOL: list[ProcessPoolExecutor] = []
+
+
+def use_face_processes() -> bool:
+    """Whether this machine writes faces from worker processes (see ``FACE_PROCESSES_FROM_CORES``)."""
+    return (os.cpu_count() or 1) >= FACE_PROCESSES_FROM_CORES
+
+
+def _quiet_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle; workers end with it
+
+
+def face_process_pool() -> ProcessPoolExecutor | None:
+    """The face-writing processes (started once, kept for later extractions in this process), or ``None``
+    where faces are written from threads."""
+    if not use_face_processes():
+        return None
+    pool = _PROCESS_POOL[0] if _PROCESS_POOL else None
+    if pool is not None and getattr(pool, "_broken", False):  # a worker died (killed): start afresh
+        pool.shutdown(wait=False, cancel_futures=True)
+        _PROCESS_POOL.clear()
+        pool = None
+    if pool is None:
+        # spawn, not fork: this process has threads (and maybe CUDA) that a fork would copy half-way
+        pool = ProcessPoolExecutor(FACE_WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_quiet_worker)
+        _PROCESS_POOL.append(pool)
+    return pool
 
 
 def _extract_sources(project: Project, side: str, sources: list[tuple[Path, FrameSource]],
@@ -598,11 +664,12 @@ def _extract_sources(project: Project, side: str, sources: list[tuple[Path, Fram
     tiles: list[Frame] = []
     per_source = PREVIEW_SAMPLES if len(sources) * PREVIEW_SAMPLES <= PREVIEW_MAX_SAMPLES else max(
         1, PREVIEW_MAX_SAMPLES // len(sources))
+    processes = face_process_pool()
     with ThreadPoolExecutor(max_workers=FACE_WORKERS, thread_name_prefix="faces") as workers:
         for path, src in sources:
             run = _SourceRun(path, src, project=project, side=side, settings=settings, make_tracker=make,
                              progress=progress, workers=workers, want_samples=per_source if preview else 0,
-                             face_filter=face_filter)
+                             face_filter=face_filter, processes=processes)
             report.sources.append(run.run())
             if preview is not None and run.samples and run.db_path.exists():
                 with AlignmentStore.open_existing(run.db_path) as store:
