@@ -20,6 +20,9 @@ TARGETS = {
 }
 
 
+CPU_BIG_BATCH = 4  # faces per side for the 64-256 px presets on the CPU
+
+
 def _target(case: str, device: str) -> str:
     if case.startswith("train-") and case != "train-tiny":
         return "-" if device == "cpu" else ">= 0.9x reference, >= 45% of dense bf16 peak"
@@ -33,6 +36,8 @@ def _train(preset: str, case: str, device: str, repeats: int, quick: bool = Fals
     from changeling.bench.train_bench import bench_train
 
     window: dict[str, Any] = {"seconds": 3.0, "compile": "off"} if quick else {}
+    if device == "cpu" and preset != "tiny":  # GPU-sized presets: a small batch, so a CPU row takes minutes
+        window.update(batch_size=CPU_BIG_BATCH, warmup=1)
     out = bench_train(preset, device, repeats=repeats, **window, **dims)
     return {"value": out["examples_per_s"], "unit": "examples/s", "target": _target(case, device), **out,
             "detail_keys": [k for k in ("ratio_to_reference", "tflops", "batch", "peak_memory_mb",
@@ -57,6 +62,26 @@ def train_df256(device: str, repeats: int, quick: bool = False) -> dict[str, Any
 
 def train_liae128(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
     return _train("liae", "train-liae128", device, repeats, resolution=128, quick=quick)
+
+
+def train_ddp(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """What DistributedDataParallel costs on one device: the same preset (df 128 px on a GPU, tiny on the
+    CPU) trained plainly and through DDP in a one-process group, alternating, in one process."""
+    from changeling.bench.train_bench import bench_train
+
+    cuda = device.startswith("cuda")
+    preset = "df" if cuda else "tiny"
+    dims: dict[str, Any] = {"resolution": 128} if cuda else {}
+    window: dict[str, Any] = {"seconds": 3.0, "compile": "off"} if quick else {}
+    plain, ddp = [], []
+    for _ in range(max(1, repeats)):
+        plain.append(bench_train(preset, device, reference=False, **window, **dims)["examples_per_s"])
+        ddp.append(bench_train(preset, device, reference=False, ddp=True, **window, **dims)["examples_per_s"])
+    p, d = float(np.median(plain)), float(np.median(ddp))
+    return {"value": d, "unit": "examples/s", "target": "single-device DDP overhead (recorded, no target)",
+            "preset": f"{preset}{dims.get('resolution', '')}", "plain_examples_per_s": round(p, 1),
+            "ddp_over_plain": round(d / p, 3), "compile": window.get("compile", "auto"),
+            "detail_keys": ["preset", "plain_examples_per_s", "ddp_over_plain", "compile"]}
 
 
 # ---------------------------------------------------------------------------------------------- extraction
@@ -90,6 +115,7 @@ def extract_720p(device: str, repeats: int, quick: bool = False, frames: int = 2
 
     n = frames if device == "cpu" else frames * (2 if quick else 4)
     rates = []
+    stages: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip720.mp4", width=1280, height=720, fps=30,
                           images=moving_portrait_frames(n), audio="aac", crf=20)
@@ -102,9 +128,11 @@ def extract_720p(device: str, repeats: int, quick: bool = False, frames: int = 2
             dt = time.perf_counter() - t0
             if r:
                 rates.append(report.frames_read / dt)
+                stages = {k: round(1000 * v / max(report.frames_read, 1), 2) for k, v in sorted(report.stages.items())}
     value = float(np.median(rates))
     return {"value": value, "unit": "frames/s", "target": _target("extract-720p", device), "frames": n,
-            "runs": [round(x, 1) for x in rates], "detail_keys": ["frames", "runs"]}
+            "runs": [round(x, 1) for x in rates], "stages_ms": stages,
+            "detail_keys": ["frames", "runs", "stages_ms"]}
 
 
 # ------------------------------------------------------------------------------------------------- convert

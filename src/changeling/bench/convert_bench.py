@@ -25,9 +25,10 @@ import torch
 from changeling.convert.color import color_matcher
 from changeling.convert.maskops import MaskBuilder
 from changeling.convert.pipeline import Converter, DetectedFace
-from changeling.convert.sources import ModelSwapper, torch_threads
+from changeling.convert.sources import ModelSwapper
 from changeling.convert.writers import provenance_writer_factory
 from changeling.detect.align import template_points
+from changeling.threads import torch_threads
 from changeling.types import Frame
 from changeling.video.reader import FrameSource, TimedFrame
 from changeling.video.testclip import pattern_frame, write_clip
@@ -109,7 +110,7 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     add up to more than the wall time per frame).
     """
     from changeling.models.registry import create_model
-    from changeling.provenance import embed_watermark
+    from changeling.provenance.watermark import watermark_marker
 
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
@@ -124,7 +125,7 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
         side = int(height * FACE_SHARE)
         conv = Converter(faces=_KnownFaces(width, height, side), swapper=swapper, color=color_matcher(color),
                          masks=MaskBuilder(mask, 0, 8),  # type: ignore[arg-type]
-                         writer_factory=provenance_writer_factory("video", crf=18), marker=embed_watermark,
+                         writer_factory=provenance_writer_factory("video", crf=18), marker=watermark_marker(dev),
                          batch_size=batch_size, workers=n_workers, progress=False)
         with torch_threads(1 if dev.type == "cpu" else None):
             t0 = time.perf_counter()

@@ -40,6 +40,8 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("train-df128", "changeling.bench.cases:train_df128", "df preset at 128 px, examples/s"),
     Case("train-df256", "changeling.bench.cases:train_df256", "df preset at 256 px, examples/s"),
     Case("train-liae128", "changeling.bench.cases:train_liae128", "liae preset at 128 px, examples/s"),
+    Case("train-ddp", "changeling.bench.cases:train_ddp",
+         "one-device DDP overhead: the same preset plain and through DistributedDataParallel"),
     Case("extract-720p", "changeling.bench.cases:extract_720p", "extraction end to end on a 720p clip, frames/s"),
     Case("convert-720p", "changeling.bench.cases:convert_720p", "convert end to end at 720p, frames/s"),
     Case("convert-1080p", "changeling.bench.cases:convert_1080p", "convert end to end at 1080p, frames/s"),
@@ -108,8 +110,15 @@ def record(results: list[dict[str, Any]], results_md: Path, command: str) -> Non
                     f"{r.get('target', '')} | {details} | `{command}` |\n")
     if not results_md.exists():
         results_md.write_text("# Benchmark results\n\n" + header, encoding="utf-8")
-    with open(results_md, "a", encoding="utf-8") as fh:
-        fh.writelines(rows)
+    # the new rows go right after the table's last row, so notes written below the table stay below it
+    lines = results_md.read_text(encoding="utf-8").splitlines(keepends=True)
+    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines[last + 1:last + 1] = rows
+    tmp = results_md.with_name(results_md.name + ".part")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, results_md)
 
 
 def write_json(results: list[dict[str, Any]], path: Path) -> None:

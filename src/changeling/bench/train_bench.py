@@ -43,6 +43,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _one_process_group(device: torch.device) -> Any:
+    """A process group of this process alone (world size 1), for measuring DDP's own cost."""
+    import socket
+
+    import torch.distributed as dist
+
+    from changeling.train.distributed import DistContext
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index or 0)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    return DistContext(rank=0, world_size=1, local_rank=device.index or 0, backend=backend)
+
+
 def _count_flops(trainer: Trainer) -> float:
     """FLOPs of forward, losses and backward per example (one face), counted on the eager loss function."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -60,7 +78,7 @@ def _count_flops(trainer: Trainer) -> float:
 def bench_train(preset: str, device: str | torch.device, *, seconds: float | None = None, steps: int | None = None,
                 repeats: int = 1, resolution: int = 0, e_dims: int = 0, ae_dims: int = 0, d_dims: int = 0,
                 batch_size: int = 0, precision: str = "auto", compile: str = "auto", warmup: int = 5,
-                reference: bool = True) -> dict[str, Any]:
+                reference: bool = True, ddp: bool = False) -> dict[str, Any]:
     """Measure the full training step of ``preset`` on ``device``: ``repeats`` timed windows of ``seconds``
     (default 10) or ``steps`` each after ``warmup`` steps (compilation happens there); the median is reported.
 
@@ -68,6 +86,9 @@ def bench_train(preset: str, device: str | torch.device, *, seconds: float | Non
     ``tflops`` (achieved), ``peak_memory_mb``, and the same for the bare reference step of the same shape with
     the same batch, precision, memory format and compile setting; ``ratio_to_reference`` = ours / reference
     (``None`` where no reference shape exists, i.e. ``liae``).
+
+    ``ddp``: train through DistributedDataParallel in a one-process group (nccl on CUDA, gloo on the CPU), the
+    code path of ``--gpus N``, to measure what DDP itself costs on one device.
     """
     device = torch.device(device)
     if seconds is None and steps is None:
@@ -80,10 +101,11 @@ def bench_train(preset: str, device: str | torch.device, *, seconds: float | Non
     faces_a = synthetic_faces(FACES_PER_SIDE, config.resolution, 1)
     faces_b = synthetic_faces(FACES_PER_SIDE, config.resolution, 2)
     rates: list[float] = []
+    ctx = _one_process_group(device) if ddp else None
     with tempfile.TemporaryDirectory(prefix="changeling-bench-") as tmp:
         root = Path(tmp)
         trainer = Trainer(faces_a, faces_b, TrainPaths(root / "model", root / "previews", root / "logs"), s,
-                          progress=False)
+                          progress=False, dist_ctx=ctx)
         gflop = _count_flops(trainer) / 1e9
         t_warm = time.perf_counter()
         trainer.train_steps(until=trainer.step + warmup)
@@ -102,10 +124,12 @@ def bench_train(preset: str, device: str | torch.device, *, seconds: float | Non
             _sync(device)
             rates.append(2 * trainer.batch_size * (trainer.step - start_step) / (time.perf_counter() - t0))
         trainer.metrics.close()
+    if ctx is not None:
+        torch.distributed.destroy_process_group()
     eps = statistics.median(rates)
     out: dict[str, Any] = {
         "preset": preset, "device": str(device), "resolution": config.resolution, "batch": trainer.batch_size,
-        "micro_batch": trainer.micro_batch, "amp_bf16": trainer.amp, "compile": trainer.compile,
+        "micro_batch": trainer.micro_batch, "ddp": ddp, "amp_bf16": trainer.amp, "compile": trainer.compile,
         "runs": [round(r, 1) for r in rates], "warmup_s": round(t_warm, 2), "ms_per_step": 2e3 * trainer.batch_size / eps,
         "examples_per_s": eps, "gflop_per_example": gflop, "tflops": eps * gflop / 1e3,
         "peak_memory_mb": memory_bytes(device) / 2**20,
@@ -150,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases:
         spec, _, batch = case.partition("@")
         name, *nums = spec.split(":")
-        dims = dict(zip(("resolution", "e_dims", "ae_dims", "d_dims"), (int(v) for v in nums), strict=False))
+        dims: dict[str, Any] = dict(zip(("resolution", "e_dims", "ae_dims", "d_dims"), (int(v) for v in nums), strict=False))
         try:
             r = bench_train(name, args.device, seconds=args.seconds, repeats=args.repeats, batch_size=int(batch or 0),
                             warmup=args.warmup, **dims,

@@ -1,0 +1,62 @@
+"""The benchmark harness: rows land in RESULTS.md's table, the DDP case trains through DDP, extraction
+reports where its time went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from changeling.bench.runner import record, run_cases
+from changeling.errors import UserError
+
+
+def _row(case: str, value: float) -> dict[str, object]:
+    return {"case": case, "date": "2026-11-26", "machine": "test cpu", "torch": "x", "value": value,
+            "unit": "frames/s", "target": ">= 1", "batch": 4, "detail_keys": ["batch"]}
+
+
+def test_record_appends_rows_to_the_table_and_keeps_notes_below(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    record([_row("a", 1.0)], md, "cmd one")
+    md.write_text(md.read_text() + "\n## Notes\n\n- a note about row a\n")
+    record([_row("b", 2.5), _row("c", 3.0)], md, "cmd two")
+    lines = md.read_text().splitlines()
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert table == list(range(table[0], table[0] + 5))  # header, rule, a, b, c: one unbroken table
+    assert "| b |" in lines[table[3]] and "batch=4" in lines[table[3]] and "`cmd two`" in lines[table[3]]
+    assert lines[-1] == "- a note about row a"
+
+
+def test_unknown_case_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="train-nope"):
+        run_cases(["train-nope"], "cpu", 1)
+
+
+def test_bench_train_through_ddp_in_a_one_process_group() -> None:
+    import torch.distributed as dist
+
+    from changeling.bench.train_bench import bench_train
+
+    out = bench_train("tiny", "cpu", steps=2, warmup=1, resolution=32, e_dims=4, ae_dims=16, d_dims=8,
+                      batch_size=4, precision="fp32", reference=False, ddp=True)
+    assert out["ddp"] is True and out["examples_per_s"] > 0 and out["ratio_to_reference"] is None
+    assert not dist.is_initialized()  # the group is torn down again
+
+
+def test_extract_report_says_where_the_time_went(tmp_path: Path) -> None:
+    from changeling.bench.cases import moving_portrait_frames
+    from changeling.config import ExtractSettings
+    from changeling.extract import extract
+    from changeling.project import init_project
+    from changeling.video.testclip import write_clip
+
+    clip = write_clip(tmp_path / "c.mp4", width=320, height=180, fps=25,
+                      images=moving_portrait_frames(6, 320, 180))
+    report = extract(init_project(tmp_path / "p"), "A", [clip], ExtractSettings(batch_size=4, size=64),
+                     progress=False)
+    assert report.frames_processed == 6 and report.faces_written >= 1
+    stages = report.stages
+    assert set(stages) == {"decode_wait", "networks", "faces", "faces_wait", "store"}
+    assert all(v >= 0 for v in stages.values()) and stages["networks"] > 0 and stages["faces"] > 0
+    assert sum(stages[k] for k in ("decode_wait", "networks", "faces_wait", "store")) <= report.seconds
