@@ -380,3 +380,40 @@ def test_marker_for_the_cpu_is_the_numpy_embedder_and_a_gpu_one_marks_alike() ->
     marked = wm.watermark_marker("cuda")(frame)
     diff = np.abs(marked.astype(int) - embed_watermark(frame))
     assert marked.shape == frame.shape and diff.max() <= 1 and detect_watermark(marked) == (True, 1.0)
+
+
+def test_video_is_signed_before_it_gets_its_final_name(tmp_path: Path) -> None:
+    pytest.importorskip("c2pa")
+    from changeling.video.writer import VideoWriter
+
+    frame = embed_watermark(cv2.resize(_portraits()[0], (256, 256)))
+    final = tmp_path / "out.mp4"
+    seen: list[bool] = []
+
+    def sign(tmp: Path) -> None:
+        seen.append(final.exists())
+        assert tmp != final and attach_c2pa(tmp, name=final.name)
+
+    w = VideoWriter(final, width=256, height=256, fps=25, metadata=synthetic_metadata())
+    w.open()
+    for _ in range(4):
+        w.write(frame)
+    assert w.close(before_publish=sign) == final
+    assert seen == [False]  # nothing under the final name until it is signed
+    assert verify_file(final).evidence == ["watermark", "metadata", "C2PA manifest"]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_a_failing_publish_step_leaves_nothing(tmp_path: Path) -> None:
+    from changeling.video.writer import VideoWriter
+
+    w = VideoWriter(tmp_path / "out.mp4", width=64, height=64, fps=25)
+    w.open()
+    w.write(np.zeros((64, 64, 3), np.uint8))
+
+    def boom(_tmp: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w.close(before_publish=boom)
+    assert list(tmp_path.iterdir()) == []

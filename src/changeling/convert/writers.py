@@ -77,7 +77,7 @@ class FrameWriter(Protocol):
 
 WriterFactory = Callable[[Path, FrameSource], FrameWriter]
 ImageSigner = Callable[[bytes, str, str], "bytes | None"]  # (data, mime type, title) -> signed data or None
-FileSigner = Callable[[Path], bool]  # sign a finished file in place; False when it could not
+FileSigner = Callable[..., bool]  # (file, name=final name): sign a finished file in place; False if it could not
 
 
 def tagged_image(image: np.ndarray, fmt: ImageFormat, metadata: Mapping[str, str], quality: int = 95) -> bytes:
@@ -136,10 +136,11 @@ class VideoFileWriter:
             self._writer.write(frame.image, t)
 
     def close(self) -> Path:
-        path = self._writer.close()
-        if self._sign is not None and not self._sign(path):
-            log.info("%s: no C2PA manifest attached (watermark and metadata tags are there)", path)
-        return path
+        return self._writer.close(before_publish=self._sign_before_publish)
+
+    def _sign_before_publish(self, tmp: Path) -> None:
+        if self._sign is not None and not self._sign(tmp, name=self.path.name):
+            log.info("%s: no C2PA manifest attached (watermark and metadata tags are there)", self.path)
 
     def abort(self) -> None:
         self._writer.abort()

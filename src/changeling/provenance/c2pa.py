@@ -159,14 +159,17 @@ def sign_stream(source: Any, dest: Any, mime: str, title: str, identity: Signing
         builder.sign(signer, mime, source, dest)
 
 
-def sign_file(path: Path, identity: SigningIdentity | None = None) -> bool:
+def sign_file(path: Path, identity: SigningIdentity | None = None, *, name: str | None = None) -> bool:
     """Attach a signed manifest to a PNG, JPEG, MP4 or MOV in place (temporary name, then rename).
 
+    ``name``: the file's final name when ``path`` is still a temporary one (the type and the manifest's title
+    come from it), so a writer can sign before it publishes the file.
     Returns False, leaving the file as it was, when c2pa-python is missing or the type is not one it signs
     (Matroska, for one); signing errors are logged and also return False: the watermark and tags remain.
     """
     path = Path(path)
-    mime = MIME_TYPES.get(path.suffix.lower())
+    title = name or path.name
+    mime = MIME_TYPES.get(Path(title).suffix.lower())
     if mime is None or not available():
         return False
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".c2pa", dir=path.parent)
@@ -174,7 +177,7 @@ def sign_file(path: Path, identity: SigningIdentity | None = None) -> bool:
     tmp = Path(tmp_name)
     try:
         with open(path, "rb") as src, open(tmp, "wb") as dst:
-            sign_stream(src, dst, mime, path.name, identity)
+            sign_stream(src, dst, mime, title, identity)
         os.replace(tmp, path)
         return True
     except Exception as exc:  # noqa: BLE001 - the c2pa library raises its own and OS errors; the file stays marked

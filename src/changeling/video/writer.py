@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -221,8 +221,10 @@ class VideoWriter:
             raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420 planes, got {planes.shape}")
         self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p"), time)
 
-    def close(self) -> Path:
-        """Finish the file and move it to its final name."""
+    def close(self, before_publish: Callable[[Path], None] | None = None) -> Path:
+        """Finish the file and move it to its final name. ``before_publish`` gets the finished file under its
+        temporary name first (to sign it, say): a run killed at any moment leaves either nothing under the
+        final name or the whole, signed file."""
         assert self._container is not None
         for packet in self._stream.encode(None):
             self._container.mux(packet)
@@ -234,6 +236,12 @@ class VideoWriter:
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
             raise UserError("no frames were written", self.path)
+        if before_publish is not None:
+            try:
+                before_publish(self._tmp)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
         os.replace(self._tmp, self.path)
         return self.path
 
