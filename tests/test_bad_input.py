@@ -9,7 +9,7 @@ import pytest
 
 from changeling.errors import UserError
 from changeling.video import VideoWriter, open_frames
-from changeling.video.testclip import write_clip
+from changeling.video.testclip import write_audio_only, write_clip
 from changeling.video.writer import check_output_path
 
 
@@ -47,18 +47,7 @@ def test_bad_inputs_raise_user_error_naming_the_path(tmp_path: Path, make, needl
 
 
 def _audio_only(d: Path) -> Path:
-    import av
-    import numpy as np
-    p = d / "tone.m4a"
-    with av.open(str(p), "w") as out:
-        s = out.add_stream("aac", rate=48000)
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        f.sample_rate = 48000
-        for pkt in s.encode(f):
-            out.mux(pkt)
-        for pkt in s.encode(None):
-            out.mux(pkt)
-    return p
+    return write_audio_only(d / "tone.m4a")
 
 
 def test_output_folder_missing_or_unwritable(tmp_path: Path) -> None:

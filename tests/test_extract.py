@@ -29,7 +29,7 @@ from changeling.extract import extract
 from changeling.faces.facefile import MASK_NAMES, list_faces, read_face
 from changeling.faces.store import AlignmentStore, alignments_path
 from changeling.project import init_project
-from changeling.video.testclip import write_clip
+from changeling.video.testclip import write_audio_only, write_clip
 from conftest import run_cli
 
 TESTS = Path(__file__).resolve().parent
@@ -293,18 +293,7 @@ def test_faces_clean_removes_entries_of_deleted_faces(tmp_path: Path, project) -
 # --- bad input ---------------------------------------------------------------------------------------------
 
 def _audio_only(d: Path) -> Path:
-    import av
-
-    p = d / "tone.m4a"
-    with av.open(str(p), "w") as out:
-        s = out.add_stream("aac", rate=48000)
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        f.sample_rate = 48000
-        for pkt in s.encode(f):
-            out.mux(pkt)
-        for pkt in s.encode(None):
-            out.mux(pkt)
-    return p
+    return write_audio_only(d / "tone.m4a")
 
 
 def _empty_dir(d: Path) -> Path:

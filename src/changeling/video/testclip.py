@@ -79,3 +79,17 @@ def write_clip(path: Path, *, frames: int = 12, width: int = 64, height: int = 4
             for p in aus.encode(None):
                 out.mux(p)
     return path
+
+
+def write_audio_only(path: Path, seconds: float = 1024 / 48000) -> Path:
+    """A file with one silent mono AAC stream and no video (a bad input for every stage that wants frames)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        samples = max(1024, int(seconds * 48000))
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 48000
+        for pkt in stream.encode(frame):
+            out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return Path(path)
