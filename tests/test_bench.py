@@ -57,6 +57,17 @@ def test_extract_report_says_where_the_time_went(tmp_path: Path) -> None:
                      progress=False)
     assert report.frames_processed == 6 and report.faces_written >= 1
     stages = report.stages
-    assert set(stages) == {"decode_wait", "networks", "faces", "faces_wait", "store"}
+    assert set(stages) == {"decode_wait", "networks", "faces", "faces_cpu", "faces_wait", "store"}
     assert all(v >= 0 for v in stages.values()) and stages["networks"] > 0 and stages["faces"] > 0
     assert sum(stages[k] for k in ("decode_wait", "networks", "faces_wait", "store")) <= report.seconds
+
+
+def test_convert_bench_splits_the_render_time(tmp_path: Path) -> None:
+    from changeling.bench.convert_bench import bench_convert
+
+    out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path)
+    st = out["stages_ms"]
+    assert out["frames"] == 6 and out["faces"] == 6
+    parts = ("render_mask", "render_color", "render_paste", "render_mark")
+    assert all(st[p] > 0 for p in parts) and st["render_cpu"] > 0
+    assert sum(st[p] for p in parts) <= st["render"] * 1.01 + 0.05  # the parts are inside the whole

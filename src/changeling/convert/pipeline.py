@@ -228,25 +228,37 @@ class Converter:
             # unchanged but for the provenance mark: every frame changeling renders carries it
             image = self.marker(tf.image) if self.marker is not None else tf.image
             return RenderedFrame(tf.index, tf.time, image, swapped=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         match = color or self.color
         r = int(self.swapper.resolution)
         out = tf.image.copy()
         patches = []
+        spent = {"render_mask": 0.0, "render_color": 0.0, "render_paste": 0.0}
         for job in plan.faces:
             assert job.swapped is not None
+            t = time.perf_counter()
             points = transform_points(job.landmarks, job.affine)
             mask = self.masks(job.predicted_mask, points, r)
             paste_affine = scale_about_centre(job.affine, self.face_scale, r)
             target = job.crop if self.face_scale == 1.0 else warp_face(tf.image, paste_affine, r, border="replicate")
+            t1 = time.perf_counter()
             face = match(job.swapped, target, mask)
             face = unsharp_mask(face, self.sharpen)
             face_u8 = np.clip(np.asarray(face, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            t2 = time.perf_counter()
             paste_back(out, face_u8, mask, paste_affine, inplace=True)
             patches.append(Patch(job.face_index, face_u8, mask, paste_affine))
+            spent["render_mask"] += t1 - t
+            spent["render_color"] += t2 - t1
+            spent["render_paste"] += time.perf_counter() - t2
+        t3 = time.perf_counter()
         if self.marker is not None:
             out = self.marker(out)
-        self.timer.add("render", time.perf_counter() - t0)
+        t4 = time.perf_counter()
+        # wall time per part, and the render threads' CPU time: wall well above CPU means waiting (on the GIL)
+        for stage, secs in (*spent.items(), ("render_mark", t4 - t3), ("render", t4 - t0),
+                            ("render_cpu", time.thread_time() - c0)):
+            self.timer.add(stage, secs)
         return RenderedFrame(tf.index, tf.time, out, swapped=True, patches=patches)
 
     # -- the whole run --

@@ -104,7 +104,8 @@ class SourceReport:
     already_complete: bool = False
     # seconds of work per stage: the main thread waiting for decoded frames ("decode_wait"), running the
     # networks ("networks"), waiting for the face threads ("faces_wait") and writing the store ("store");
-    # "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others)
+    # "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others), and
+    # "faces_cpu" those threads' CPU time (with worker processes, the masks and PNG are not in it)
     stages: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:
@@ -494,12 +495,13 @@ class _SourceRun:
 
     def _face(self, tf: TimedFrame, k: int, face: TrackedFaceLike) -> FaceRecord:
         """Align, crop, measure, mask and write one face (runs in a worker thread)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return self._face_work(tf, k, face)
         finally:
-            with self._time_lock:
+            with self._time_lock:  # wall time, and this thread's CPU time (wall well above CPU: waiting)
                 self.report.add_time("faces", time.perf_counter() - t0)
+                self.report.add_time("faces_cpu", time.thread_time() - c0)
 
     def _face_work(self, tf: TimedFrame, k: int, face: TrackedFaceLike) -> FaceRecord:
         s = self.settings
