@@ -19,13 +19,18 @@ def _row(case: str, value: float) -> dict[str, object]:
 def test_record_appends_rows_to_the_table_and_keeps_notes_below(tmp_path: Path) -> None:
     md = tmp_path / "RESULTS.md"
     record([_row("a", 1.0)], md, "cmd one")
-    md.write_text(md.read_text() + "\n## Notes\n\n- a note about row a\n")
+    md.write_text(md.read_text() + "\n## Notes\n\n| summary | table |\n|---|---|\n| x | y |\n\n- a note\n")
     record([_row("b", 2.5), _row("c", 3.0)], md, "cmd two")
     lines = md.read_text().splitlines()
-    table = [i for i, line in enumerate(lines) if line.startswith("|")]
-    assert table == list(range(table[0], table[0] + 5))  # header, rule, a, b, c: one unbroken table
-    assert "| b |" in lines[table[3]] and "batch=4" in lines[table[3]] and "`cmd two`" in lines[table[3]]
-    assert lines[-1] == "- a note about row a"
+    top = lines.index(next(line for line in lines if line.startswith("| date |")))
+    assert all(line.startswith("|") for line in lines[top:top + 5])  # header, rule, a, b, c: one table
+    assert "| b |" in lines[top + 3] and "batch=4" in lines[top + 3] and "`cmd two`" in lines[top + 3]
+    assert lines[top + 5] == ""
+    assert lines[-5:] == ["| summary | table |", "|---|---|", "| x | y |", "", "- a note"]
+    other = tmp_path / "NOTES.md"
+    other.write_text("# Notes only\n")
+    record([_row("d", 1.0)], other, "cmd")
+    assert other.read_text().splitlines()[-3].startswith("| date |")
 
 
 def test_unknown_case_is_a_user_error() -> None:

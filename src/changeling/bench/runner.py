@@ -110,12 +110,19 @@ def record(results: list[dict[str, Any]], results_md: Path, command: str) -> Non
                     f"{r.get('target', '')} | {details} | `{command}` |\n")
     if not results_md.exists():
         results_md.write_text("# Benchmark results\n\n" + header, encoding="utf-8")
-    # the new rows go right after the table's last row, so notes written below the table stay below it
+    # the new rows go right after the results table's last row, so notes (and other tables) written below it
+    # stay below it; a file without that table gets one at the end
     lines = results_md.read_text(encoding="utf-8").splitlines(keepends=True)
-    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    lines[last + 1:last + 1] = rows
+    start = next((i for i, line in enumerate(lines) if line.startswith(header.splitlines()[0])), None)
+    if start is None:
+        lines += ["\n", header]
+        start = len(lines) - 1
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines[end:end] = rows
     tmp = results_md.with_name(results_md.name + ".part")
     tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, results_md)
