@@ -76,3 +76,19 @@ def test_convert_bench_splits_the_render_time(tmp_path: Path) -> None:
     parts = ("render_mask", "render_color", "render_paste", "render_mark")
     assert all(st[p] > 0 for p in parts) and st["render_cpu"] > 0
     assert sum(st[p] for p in parts) <= st["render"] * 1.01 + 0.05  # the parts are inside the whole
+
+
+def test_decode_bench_measures_the_software_path_and_reports_a_failed_hardware_one() -> None:
+    from changeling.bench.cases import decode_720p
+
+    out = decode_720p("cpu", 1, quick=True, frames=12)
+    assert out["frames"] == 12 and out["value"] > 0 and "hw_frames_per_s" not in out
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if not cuda:  # asked for NVDEC without a GPU: the failure is reported, not raised
+        out = decode_720p("cuda", 1, quick=True, frames=12)
+        assert out["value"] > 0 and out["hw_error"] and "hw_error" in out["detail_keys"]

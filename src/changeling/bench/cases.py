@@ -135,6 +135,59 @@ def extract_720p(device: str, repeats: int, quick: bool = False, frames: int = 2
             "detail_keys": ["frames", "runs", "stages_ms"]}
 
 
+def _decode_rate(clip: Path, hwaccel: Any = None, keep_every: int = 0) -> tuple[float, list[np.ndarray]]:
+    """Frames per second of decoding ``clip`` to RGB the way the reader does (frame threads, threaded swscale),
+    optionally through ``hwaccel``; every ``keep_every``-th frame is kept for comparison."""
+    import av
+
+    kept: list[np.ndarray] = []
+    with av.open(str(clip), hwaccel=hwaccel) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0 = time.perf_counter()
+        n = 0
+        for frame in container.decode(stream):
+            image = frame.to_ndarray(format="rgb24", threads=0)
+            if keep_every and n % keep_every == 0:
+                kept.append(image)
+            n += 1
+        return n / (time.perf_counter() - t0), kept
+
+
+def decode_720p(device: str, repeats: int, quick: bool = False, frames: int = 480) -> dict[str, Any]:
+    """Decoding alone, 720p H.264 to RGB: the software path extraction and convert use, and on a CUDA device
+    FFmpeg's NVDEC path (PyAV's ``HWAccel("cuda")``), with the largest pixel difference between the two.
+    Extraction on the H100 waits on its decoder; this case says what hardware decoding would give."""
+    from changeling.video.testclip import write_clip
+
+    n = frames if quick or device == "cpu" else 2 * frames
+    out: dict[str, Any] = {"unit": "frames/s", "target": "- (extract-720p's decoder)", "frames": n}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_clip(Path(tmp) / "clip720.mp4", width=1280, height=720, fps=30,
+                          images=moving_portrait_frames(n), audio=None, crf=20)
+        _decode_rate(clip)  # warm-up
+        runs = [_decode_rate(clip)[0] for _ in range(max(1, repeats))]
+        out.update(value=float(np.median(runs)), runs=[round(r, 1) for r in runs])
+        if device.startswith("cuda"):
+            try:
+                from av.codec.hwaccel import HWAccel, hwdevices_available
+
+                if "cuda" not in hwdevices_available():
+                    raise RuntimeError("this FFmpeg build has no cuda hardware device")
+                hw = HWAccel("cuda", allow_software_fallback=False)
+                _decode_rate(clip, hw)  # warm-up
+                hw_runs = [_decode_rate(clip, hw)[0] for _ in range(max(1, repeats))]
+                _, sw_frames = _decode_rate(clip, keep_every=16)
+                _, hw_frames = _decode_rate(clip, hw, keep_every=16)
+                diff = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(sw_frames, hw_frames,
+                                                                                     strict=True))
+                out.update(hw_frames_per_s=round(float(np.median(hw_runs)), 1), hw_max_diff=diff)
+            except Exception as exc:  # noqa: BLE001 - the finding is what failed
+                out.update(hw_error=f"{type(exc).__name__}: {exc}"[:300])
+    out["detail_keys"] = [k for k in ("frames", "runs", "hw_frames_per_s", "hw_max_diff", "hw_error") if k in out]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- convert
 
 

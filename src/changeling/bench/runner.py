@@ -43,6 +43,8 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("train-ddp", "changeling.bench.cases:train_ddp",
          "one-device DDP overhead: the same preset plain and through DistributedDataParallel"),
     Case("extract-720p", "changeling.bench.cases:extract_720p", "extraction end to end on a 720p clip, frames/s"),
+    Case("decode-720p", "changeling.bench.cases:decode_720p",
+         "decoding alone to RGB, software and (on CUDA) NVDEC, frames/s"),
     Case("convert-720p", "changeling.bench.cases:convert_720p", "convert end to end at 720p, frames/s"),
     Case("convert-1080p", "changeling.bench.cases:convert_1080p", "convert end to end at 1080p, frames/s"),
     Case("time-to-recognisable", "changeling.bench.cases:time_to_recognisable",
