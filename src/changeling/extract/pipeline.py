@@ -16,12 +16,12 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ from changeling.video.images import read_image, write_image_atomic
 from changeling.video.writer import check_output_path
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREVIEW_SAMPLES = 4  # sample frames per source in the preview
 PREVIEW_MAX_SAMPLES = 8  # in all
@@ -312,6 +313,19 @@ class _Sample:
     title: str
 
 
+def _timed(items: Iterable[T], report: SourceReport, stage: str) -> Iterator[T]:
+    """The items of ``items``, adding the time spent waiting for each to ``report``'s ``stage``."""
+    it = iter(items)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        report.add_time(stage, time.perf_counter() - t0)
+        yield item
+
+
 class _SourceRun:
     """Extraction of one source (a video, an image, or a folder of images)."""
 
@@ -379,9 +393,7 @@ class _SourceRun:
         total = self.source.frame_count or None
         try:
             with bar(total=total, desc=source_key(self.path), unit="frame", enabled=self.progress) as pbar:
-                waited = time.perf_counter()
-                for item in decoder:
-                    self.report.add_time("decode_wait", time.perf_counter() - waited)
+                for item in _timed(decoder, self.report, "decode_wait"):
                     if isinstance(item, _End):
                         self.report.corrupt_frames += item.corrupt_after
                         if batch or skipped or corrupt:
@@ -416,7 +428,6 @@ class _SourceRun:
                         self._commit(pending)
                         pending = last
                         batch, skipped, corrupt, batch_bytes = [], [], {}, 0
-                    waited = time.perf_counter()
         finally:
             if pending is not None:  # stopped by an error: keep what is complete
                 for job in pending.jobs:
