@@ -33,3 +33,17 @@ def test_faces_written_from_processes_equal_those_from_threads(tmp_path: Path,
     assert [p.name for p in a] == [p.name for p in b]
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x.name
+
+
+def test_worker_processes_only_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from changeling import threads
+
+    monkeypatch.setattr(threads, "_WORKER_PROCESSES", [False])
+    monkeypatch.setattr(P, "FACE_PROCESSES_FROM_CORES", 1)
+    assert not P.use_face_processes()  # library use (a script may lack the __main__ guard): threads
+    threads.allow_worker_processes()
+    assert P.use_face_processes()
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # as inside a worker
+    assert not threads.worker_processes_allowed()  # workers never start workers of their own

@@ -42,3 +42,19 @@ def torch_threads(count: int | None) -> AbstractContextManager[None]:
     import torch
 
     return _swapped(torch.get_num_threads, torch.set_num_threads, count)
+
+
+_WORKER_PROCESSES = [False]
+
+
+def allow_worker_processes() -> None:
+    """Let stages start worker processes (spawned). Called by changeling's own command line, whose entry points
+    are safe to re-import in a child; a program using the library directly keeps threads, since spawning from
+    a script without an ``if __name__ == "__main__"`` guard would run the script again in every worker."""
+    _WORKER_PROCESSES[0] = True
+
+
+def worker_processes_allowed() -> bool:
+    import multiprocessing
+
+    return _WORKER_PROCESSES[0] and multiprocessing.parent_process() is None  # never from inside a worker

@@ -24,6 +24,7 @@ from changeling.cli import (
     verify,
 )
 from changeling.errors import InterruptedRun, UserError
+from changeling.threads import allow_worker_processes
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _COMMANDS = (init, extract, train, convert, verify, evaluate, demo, ui, bench, faces)
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    allow_worker_processes()  # our entry points are guarded: spawned workers do not rerun the command
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

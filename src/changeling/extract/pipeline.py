@@ -40,7 +40,7 @@ from changeling.faces.store import (
 )
 from changeling.progress import bar
 from changeling.project import Project
-from changeling.threads import opencv_threads, torch_threads
+from changeling.threads import opencv_threads, torch_threads, worker_processes_allowed
 from changeling.types import Frame
 from changeling.video import FrameSource, TimedFrame, open_frames
 from changeling.video.images import read_image, write_image_atomic
@@ -641,11 +641,13 @@ def _cpu_threads(settings: ExtractSettings) -> Iterator[None]:
 
 
 _PROCESS_POOL: list[ProcessPoolExecutor] = []
+_NO_PROCESSES: list[bool] = []  # set once starting them failed in this process: do not try again
 
 
 def use_face_processes() -> bool:
-    """Whether this machine writes faces from worker processes (see ``FACE_PROCESSES_FROM_CORES``)."""
-    return (os.cpu_count() or 1) >= FACE_PROCESSES_FROM_CORES
+    """Whether faces are written from worker processes: on machines with ``FACE_PROCESSES_FROM_CORES`` or more
+    cores, when run from changeling's command line (see :func:`changeling.threads.allow_worker_processes`)."""
+    return (os.cpu_count() or 1) >= FACE_PROCESSES_FROM_CORES and worker_processes_allowed()
 
 
 def _quiet_worker() -> None:
@@ -655,7 +657,7 @@ def _quiet_worker() -> None:
 def face_process_pool() -> ProcessPoolExecutor | None:
     """The face-writing processes (started once, kept for later extractions in this process), or ``None``
     where faces are written from threads."""
-    if not use_face_processes():
+    if not use_face_processes() or _NO_PROCESSES:
         return None
     pool = _PROCESS_POOL[0] if _PROCESS_POOL else None
     if pool is not None and getattr(pool, "_broken", False):  # a worker died (killed): start afresh
@@ -666,6 +668,15 @@ def face_process_pool() -> ProcessPoolExecutor | None:
         # spawn, not fork: this process has threads (and maybe CUDA) that a fork would copy half-way
         pool = ProcessPoolExecutor(FACE_WORKERS, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_quiet_worker)
+        try:  # start them now: a program that cannot spawn (an unguarded script, say) gets threads instead
+            for job in [pool.submit(int) for _ in range(FACE_WORKERS)]:
+                job.result(timeout=120)
+        except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, a timeout, an OS limit: threads will do
+            pool.shutdown(wait=False, cancel_futures=True)
+            log.warning("face-writing processes could not start (%s); writing faces from threads",
+                        type(exc).__name__)
+            _NO_PROCESSES.append(True)
+            return None
         _PROCESS_POOL.append(pool)
     return pool
 
