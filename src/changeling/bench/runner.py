@@ -110,11 +110,10 @@ def record(results: list[dict[str, Any]], results_md: Path, command: str) -> Non
         vs = f"{v:.1f}" if isinstance(v, float) else str(v)
         rows.append(f"| {r['date']} | {r['case']} | {r['machine']} | {r['torch']} | {vs} | {r.get('unit', '')} | "
                     f"{r.get('target', '')} | {details} | `{command}` |\n")
-    if not results_md.exists():
-        results_md.write_text("# Benchmark results\n\n" + header, encoding="utf-8")
     # the new rows go right after the results table's last row, so notes (and other tables) written below it
-    # stay below it; a file without that table gets one at the end
-    lines = results_md.read_text(encoding="utf-8").splitlines(keepends=True)
+    # stay below it; a file without that table (or no file) gets one at the end
+    text = results_md.read_text(encoding="utf-8") if results_md.exists() else "# Benchmark results\n"
+    lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     start = next((i for i, line in enumerate(lines) if line.startswith(header.splitlines()[0])), None)

@@ -17,6 +17,7 @@ from changeling.config.core import apply
 from changeling.config.train import TrainSettings
 from changeling.models.reference import bench_reference, reference_shape_for
 from changeling.train.data import FaceSet
+from changeling.train.distributed import shutdown
 from changeling.train.loop import Trainer, TrainPaths, memory_bytes, model_config_for
 
 log = logging.getLogger(__name__)
@@ -102,30 +103,31 @@ def bench_train(preset: str, device: str | torch.device, *, seconds: float | Non
     faces_b = synthetic_faces(FACES_PER_SIDE, config.resolution, 2)
     rates: list[float] = []
     ctx = _one_process_group(device) if ddp else None
-    with tempfile.TemporaryDirectory(prefix="changeling-bench-") as tmp:
-        root = Path(tmp)
-        trainer = Trainer(faces_a, faces_b, TrainPaths(root / "model", root / "previews", root / "logs"), s,
-                          progress=False, dist_ctx=ctx)
-        gflop = _count_flops(trainer) / 1e9
-        t_warm = time.perf_counter()
-        trainer.train_steps(until=trainer.step + warmup)
-        _sync(device)
-        t_warm = time.perf_counter() - t_warm
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(repeats):
-            start_step = trainer.step
-            t0 = time.perf_counter()
-            if steps is not None:
-                trainer.train_steps(until=start_step + steps)
-            else:
-                while trainer.step - start_step < 2 or time.perf_counter() - t0 < (seconds or 0):
-                    trainer.train_steps(until=trainer.step + 10)
+    try:
+        with tempfile.TemporaryDirectory(prefix="changeling-bench-") as tmp:
+            root = Path(tmp)
+            trainer = Trainer(faces_a, faces_b, TrainPaths(root / "model", root / "previews", root / "logs"), s,
+                              progress=False, dist_ctx=ctx)
+            gflop = _count_flops(trainer) / 1e9
+            t_warm = time.perf_counter()
+            trainer.train_steps(until=trainer.step + warmup)
             _sync(device)
-            rates.append(2 * trainer.batch_size * (trainer.step - start_step) / (time.perf_counter() - t0))
-        trainer.metrics.close()
-    if ctx is not None:
-        torch.distributed.destroy_process_group()
+            t_warm = time.perf_counter() - t_warm
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(repeats):
+                start_step = trainer.step
+                t0 = time.perf_counter()
+                if steps is not None:
+                    trainer.train_steps(until=start_step + steps)
+                else:
+                    while trainer.step - start_step < 2 or time.perf_counter() - t0 < (seconds or 0):
+                        trainer.train_steps(until=trainer.step + 10)
+                _sync(device)
+                rates.append(2 * trainer.batch_size * (trainer.step - start_step) / (time.perf_counter() - t0))
+            trainer.metrics.close()
+    finally:
+        shutdown(ctx)
     eps = statistics.median(rates)
     out: dict[str, Any] = {
         "preset": preset, "device": str(device), "resolution": config.resolution, "batch": trainer.batch_size,

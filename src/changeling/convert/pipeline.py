@@ -140,8 +140,12 @@ class _Timer:
         self.faces_found = 0  # only the main thread counts
 
     def add(self, stage: str, seconds: float) -> None:
+        self.add_all({stage: seconds})
+
+    def add_all(self, spent: dict[str, float]) -> None:
         with self._lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+            for stage, seconds in spent.items():
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 class _Failed:
@@ -256,9 +260,7 @@ class Converter:
             out = self.marker(out)
         t4 = time.perf_counter()
         # wall time per part, and the render threads' CPU time: wall well above CPU means waiting (on the GIL)
-        for stage, secs in (*spent.items(), ("render_mark", t4 - t3), ("render", t4 - t0),
-                            ("render_cpu", time.thread_time() - c0)):
-            self.timer.add(stage, secs)
+        self.timer.add_all({**spent, "render_mark": t4 - t3, "render": t4 - t0, "render_cpu": time.thread_time() - c0})
         return RenderedFrame(tf.index, tf.time, out, swapped=True, patches=patches)
 
     # -- the whole run --

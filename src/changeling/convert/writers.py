@@ -77,7 +77,11 @@ class FrameWriter(Protocol):
 
 WriterFactory = Callable[[Path, FrameSource], FrameWriter]
 ImageSigner = Callable[[bytes, str, str], "bytes | None"]  # (data, mime type, title) -> signed data or None
-FileSigner = Callable[..., bool]  # (file, name=final name): sign a finished file in place; False if it could not
+class FileSigner(Protocol):
+    """Signs a finished file in place (``name``: its final name while it is still under a temporary one);
+    False when it could not."""
+
+    def __call__(self, path: Path, *, name: str | None = None) -> bool: ...
 
 
 def tagged_image(image: np.ndarray, fmt: ImageFormat, metadata: Mapping[str, str], quality: int = 95) -> bytes:

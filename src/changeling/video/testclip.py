@@ -81,12 +81,11 @@ def write_clip(path: Path, *, frames: int = 12, width: int = 64, height: int = 4
     return path
 
 
-def write_audio_only(path: Path, seconds: float = 1024 / 48000) -> Path:
+def write_audio_only(path: Path) -> Path:
     """A file with one silent mono AAC stream and no video (a bad input for every stage that wants frames)."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=48000)
-        samples = max(1024, int(seconds * 48000))
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.float32), format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate = 48000
         for pkt in stream.encode(frame):
             out.mux(pkt)
