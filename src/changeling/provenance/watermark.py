@@ -240,7 +240,7 @@ def embed_watermark_torch(frames: torch.Tensor) -> torch.Tensor:
 
 def watermark_marker(device: torch.device | str) -> Callable[[Frame], Frame]:
     """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU,
-    :func:`embed_watermark_torch` on that GPU (measured on an H100: 5.2 ms per 1080p frame with the transfer
+    :func:`embed_watermark_torch` on that GPU (a hand check on an H100: 5.2 ms per 1080p frame with the transfer
     there and back, instead of 10 ms of a CPU core, the largest share of convert's per-frame CPU work)."""
     import torch
 
