@@ -48,3 +48,24 @@ def _private_config_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     return write_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48, fps=24, audio="aac")
+
+
+def mjpeg_with_corrupt_frame(path: Path, frames: list[np.ndarray], bad: int) -> Path:
+    """An MJPEG clip of ``frames`` whose frame ``bad`` has its data zeroed (undecodable)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=24)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuvj420p"
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in s.encode(None):
+            out.mux(pkt)
+    with av.open(str(path)) as c:
+        payload = [bytes(p) for p in c.demux(c.streams.video[0]) if p.size][bad]
+    raw = path.read_bytes()
+    at = raw.find(payload)
+    assert at > 0
+    path.write_bytes(raw[:at] + bytes(len(payload)) + raw[at + len(payload):])  # that frame's data zeroed
+    return path

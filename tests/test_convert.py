@@ -572,3 +572,27 @@ def test_end_to_end_preview_pngs(trained: dict[str, Path]) -> None:
     assert [p.name for p in paths] == [f"a_f000003_{m}.png" for m in color.COLOR_MATCHERS]
     for p in paths:
         assert Image.open(p).size == (3 * EW, EH)
+
+
+def test_decoding_in_a_process_renders_the_same_frames(video: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from changeling import threads
+    from changeling.video import process_reader
+
+    monkeypatch.setattr(threads, "_WORKER_PROCESSES", [True])
+    monkeypatch.setenv(process_reader.ENV, "0")
+    here = _converter(smooth=0.0).run(video, tmp_path / "thread")
+    monkeypatch.setenv(process_reader.ENV, "1")
+    calls: list[int] = []
+    real = process_reader.ProcessFrames.__init__
+
+    def counting(self: process_reader.ProcessFrames, *a: object, **k: object) -> None:
+        calls.append(1)
+        real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(process_reader.ProcessFrames, "__init__", counting)
+    child = _converter(smooth=0.0).run(video, tmp_path / "process")
+    assert calls == [1]  # the child process did the decoding
+    assert (child.frames, child.frames_swapped, child.skipped) == (here.frames, here.frames_swapped, here.skipped)
+    for x, y in zip(_pngs(tmp_path / "thread"), _pngs(tmp_path / "process"), strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -30,7 +30,7 @@ from changeling.faces.facefile import MASK_NAMES, list_faces, read_face
 from changeling.faces.store import AlignmentStore, alignments_path
 from changeling.project import init_project
 from changeling.video.testclip import write_audio_only, write_clip
-from conftest import run_cli
+from conftest import mjpeg_with_corrupt_frame, run_cli
 
 TESTS = Path(__file__).resolve().parent
 
@@ -174,29 +174,9 @@ def test_no_face_anywhere(tmp_path: Path, project) -> None:
         assert st.no_faces_found
 
 
-def _mjpeg_with_corrupt_frame(path: Path, frames: list[np.ndarray], bad: int) -> Path:
-    import av
-
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("mjpeg", rate=24)
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuvj420p"
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode(None):
-            out.mux(pkt)
-    with av.open(str(path)) as c:
-        payload = [bytes(p) for p in c.demux(c.streams.video[0]) if p.size][bad]
-    raw = path.read_bytes()
-    at = raw.find(payload)
-    assert at > 0
-    path.write_bytes(raw[:at] + bytes(len(payload)) + raw[at + len(payload):])  # that frame's data zeroed
-    return path
-
-
 def test_corrupt_frame_mid_video_is_skipped_and_counted(tmp_path: Path, project) -> None:
     frames = [scene(96, 64, [(20 + 2 * i, 8, 40)]) for i in range(8)]
-    clip = _mjpeg_with_corrupt_frame(tmp_path / "bad.mkv", frames, bad=4)
+    clip = mjpeg_with_corrupt_frame(tmp_path / "bad.mkv", frames, bad=4)
     rep = extract(project, "A", [clip], settings(), progress=False, tracker_factory=SquareTracker)
     assert (rep.frames_read, rep.corrupt_frames, rep.faces_written) == (7, 1, 7)
     with AlignmentStore.open_existing(alignments_path(project.alignments_dir, clip, "A")) as st:
@@ -604,7 +584,7 @@ def test_cli_reads_every_image_mode(tmp_path: Path, project) -> None:
 @pytest.mark.slow
 def test_cli_corrupt_frame_and_no_face(tmp_path: Path, project) -> None:
     frames = [scene(96, 64, [(20 + 2 * i, 8, 40)]) for i in range(8)]  # squares: no face for the real networks
-    clip = _mjpeg_with_corrupt_frame(tmp_path / "bad.mkv", frames, bad=4)
+    clip = mjpeg_with_corrupt_frame(tmp_path / "bad.mkv", frames, bad=4)
     r = run_cli("extract", "--side", "A", "-p", str(project.root), str(clip), "--device", "cpu", "-q")
     assert r.returncode == 0, r.stderr
     assert "7 frames read" in r.stdout and "1 corrupt frames skipped" in r.stdout and "no faces found" in r.stdout

@@ -37,6 +37,7 @@ from changeling.errors import UserError
 from changeling.progress import bar
 from changeling.threads import opencv_threads
 from changeling.types import Affine, FaceType, Frame
+from changeling.video.process_reader import ProcessFrames, decode_process_wanted
 from changeling.video.reader import FrameSource, TimedFrame, open_frames
 
 log = logging.getLogger(__name__)
@@ -289,7 +290,10 @@ class Converter:
         smoother = LandmarkSmoother(params_for_strength(self.smooth))
         pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render") if self.workers > 0 else None
-        decoder = threading.Thread(target=self._decode, args=(frames, decoded, stop), name="decode", daemon=True)
+        # on many cores the frames are decoded in a child process (its own GIL), else in the decode thread
+        child = ProcessFrames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
+        decoder = threading.Thread(target=self._decode, args=(child or frames, decoded, stop), name="decode",
+                                   daemon=True)
         writer_thread = threading.Thread(target=self._write, args=(writer, ready, stop, errors, counts, pbar),
                                          name="write", daemon=True)
         start = time.perf_counter()
@@ -332,10 +336,12 @@ class Converter:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             decoder.join(timeout=30)
+            if child is not None:
+                child.close()
             pbar.close()
         seconds = time.perf_counter() - start
         report = ConvertReport(output=path, frames=counts["frames"], frames_swapped=counts["swapped"],
-                               faces_swapped=counts["faces"], skipped=frames.skipped, seconds=seconds,
+                               faces_swapped=counts["faces"], skipped=(child or frames).skipped, seconds=seconds,
                                stages=dict(self.timer.seconds), faces_found=self.timer.faces_found)
         if report.faces_found == 0:
             log.warning("%s: no face was found in any frame; the output holds the input's frames unchanged", source)

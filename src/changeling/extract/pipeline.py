@@ -43,7 +43,9 @@ from changeling.project import Project
 from changeling.threads import opencv_threads, torch_threads, worker_processes_allowed
 from changeling.types import Frame
 from changeling.video import FrameSource, TimedFrame, open_frames
-from changeling.video.images import read_image, write_image_atomic
+from changeling.video.counted import CountedFrame, FramesEnd, counted_frames
+from changeling.video.images import write_image_atomic
+from changeling.video.process_reader import ProcessFrames, decode_process_wanted
 from changeling.video.writer import check_output_path
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class SourceReport:
     small_faces: int = 0  # smaller than min_face (dropped)
     other_people: int = 0  # rejected by the identity filter (--reference / --exclude)
     already_complete: bool = False
+    decoder: str = ""  # "thread", or "process" where frames were decoded in a child process
     # seconds of work per stage: the main thread waiting for decoded frames ("decode_wait"), running the
     # networks ("networks"), waiting for the face threads ("faces_wait") and writing the store ("store");
     # "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others), and
@@ -216,56 +219,19 @@ def _lazy(build: Callable[[], TrackerFactory]) -> TrackerFactory:
     return make
 
 
-@dataclass
-class _Item:
-    frame: TimedFrame
-    corrupt_before: int  # undecodable frames just before this one
-
-
-@dataclass
-class _End:
-    count: int  # frames decoded
-    corrupt_after: int  # undecodable frames after the last good one
-
-
-def _frames(source: FrameSource) -> Iterator[_Item | _End]:
-    """Decoded frames with the count of undecodable ones before each. In a folder, an unreadable image is
-    skipped and counted (a single image that cannot be read is an error)."""
-    corrupt = 0
-    count = 0
-    if source.kind == "images" and len(source.images) > 1:
-        for i, p in enumerate(source.images):
-            try:
-                image = read_image(p)
-            except UserError as exc:
-                log.warning("%s", exc)
-                corrupt += 1
-                continue
-            yield _Item(TimedFrame(index=count, time=float(i / source.fps), pts=None, image=image), corrupt)
-            corrupt = 0
-            count += 1
-        if count == 0:
-            raise UserError("no image in this folder could be read", source.path)
-        yield _End(count, corrupt)
-        return
-    seen = 0
-    for tf in source:
-        yield _Item(tf, source.skipped - seen)
-        seen = source.skipped
-        count += 1
-    yield _End(count, source.skipped - seen)
-
-
 class _Decoder:
-    """Runs :func:`_frames` in a thread; iterate it in the consumer. Errors are re-raised there."""
+    """Runs :func:`counted_frames` in a thread, or in a child process feeding that thread (see
+    :mod:`changeling.video.process_reader`); iterate it in the consumer. Errors are re-raised there."""
 
     def __init__(self, source: FrameSource, maxsize: int) -> None:
-        self._q: queue.Queue[_Item | _End | BaseException] = queue.Queue(maxsize=maxsize)
+        self._q: queue.Queue[CountedFrame | FramesEnd | BaseException] = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True, name="decode")
+        self.in_process = decode_process_wanted(source)
+        self._child: ProcessFrames | None = None
+        self._thread = threading.Thread(target=self._run, args=(source, maxsize), daemon=True, name="decode")
         self._thread.start()
 
-    def _put(self, item: _Item | _End | BaseException) -> bool:
+    def _put(self, item: CountedFrame | FramesEnd | BaseException) -> bool:
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=0.1)
@@ -274,26 +240,37 @@ class _Decoder:
                 continue
         return False
 
-    def _run(self, source: FrameSource) -> None:
+    def _run(self, source: FrameSource, maxsize: int) -> None:
         try:
-            for item in _frames(source):
+            items: Iterable[CountedFrame | FramesEnd]
+            if self.in_process:
+                self._child = ProcessFrames(source, counted_frames, slots=maxsize + 2)
+                items = self._child
+            else:
+                items = counted_frames(source)
+            for item in items:
                 if not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
+        finally:
+            if self._child is not None:
+                self._child.close()
 
-    def __iter__(self) -> Iterator[_Item | _End]:
+    def __iter__(self) -> Iterator[CountedFrame | FramesEnd]:
         while True:
             item = self._q.get()
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if isinstance(item, _End):
+            if isinstance(item, FramesEnd):
                 return
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._child is not None:
+            self._child.close()
 
 
 @dataclass
@@ -384,6 +361,7 @@ class _SourceRun:
         frame_bytes = max(1, self.source.width * self.source.height * 3)
         ahead = max(2, min(QUEUE_FRAMES * self.settings.batch_size, MEMORY_BUDGET // frame_bytes))
         decoder = _Decoder(self.source, maxsize=2 if self.independent else ahead)  # images differ in size
+        self.report.decoder = "process" if decoder.in_process else "thread"
         tracker = None if self.independent else self.make_tracker()
         batch: list[TimedFrame] = []
         skipped: list[FrameRecord] = []
@@ -394,7 +372,7 @@ class _SourceRun:
         try:
             with bar(total=total, desc=source_key(self.path), unit="frame", enabled=self.progress) as pbar:
                 for item in _timed(decoder, self.report, "decode_wait"):
-                    if isinstance(item, _End):
+                    if isinstance(item, FramesEnd):
                         self.report.corrupt_frames += item.corrupt_after
                         if batch or skipped or corrupt:
                             last = self._process(tracker, batch, skipped, corrupt)
@@ -534,7 +512,7 @@ class _SourceRun:
             self.processes.submit(write_extracted_face, *args).result()
         return FaceRecord(tf.index, k, box, lm, float(face.score), blur, name)
 
-    def _finish(self, end: _End) -> None:
+    def _finish(self, end: FramesEnd) -> None:
         store = self._open_store(create=True)
         assert store is not None
         if end.corrupt_after:

@@ -1,0 +1,197 @@
+"""Decoding in a process of its own, the frames handed over through shared memory.
+
+On a machine with many cores the decode thread of extraction and convert was starved rather than slow: PyAV
+releases the GIL while libavcodec decodes, but every frame needs it back several times, and with the main
+thread launching GPU work and a pool of render or face threads busy in Python, each wait can last the
+interpreter's whole switch interval. A child process has its own interpreter, so nothing there waits on our
+threads. It decodes into a ring of frame-sized slots in one shared-memory block; only the slot number and
+the frame's small metadata go through a queue, and the consumer copies the pixels out and hands the slot
+back (one memcpy per frame).
+
+The producer runs in the child: a picklable callable that takes the source and yields items, each either a
+:class:`TimedFrame` or an object with a ``frame`` attribute holding one (extraction's items carry counts of
+undecodable frames beside it). Items come out in order and unchanged, pixels included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import queue
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from changeling.threads import worker_processes_allowed
+from changeling.video.reader import FrameSource, TimedFrame
+
+DECODE_PROCESS_FROM_CORES = 8
+ENV = "CHANGELING_DECODE_PROCESS"  # "1" or "0" overrides the choice by core count (the benchmarks compare both)
+_POLL_S = 0.2
+_START_TIMEOUT_S = 120.0
+
+
+def decode_process_wanted(source: FrameSource) -> bool:
+    """Whether ``source`` is decoded in its own process: a video, on a machine with
+    ``DECODE_PROCESS_FROM_CORES`` or more cores (``CHANGELING_DECODE_PROCESS=1``/``0`` overrides), and only
+    where changeling's command line allows worker processes."""
+    if source.kind != "video" or not worker_processes_allowed():
+        return False
+    forced = os.environ.get(ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return (os.cpu_count() or 1) >= DECODE_PROCESS_FROM_CORES
+
+
+def plain_frames(source: FrameSource) -> Iterator[TimedFrame]:
+    """The source's frames as they are (the producer for convert)."""
+    yield from source
+
+
+def _frame_of(item: Any) -> TimedFrame | None:
+    if isinstance(item, TimedFrame):
+        return item
+    frame = getattr(item, "frame", None)
+    return frame if isinstance(frame, TimedFrame) else None
+
+
+def _with_frame(item: Any, frame: TimedFrame) -> Any:
+    return frame if isinstance(item, TimedFrame) else dataclasses.replace(item, frame=frame)
+
+
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+
+
+def _child(producer: Callable[[FrameSource], Iterable[Any]], source: FrameSource, shm_name: str, slots: int,
+           slot_bytes: int, free: Any, out: Any, stop: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle; it stops us
+    shm = shared_memory.SharedMemory(name=shm_name)
+    # (spawned children share the parent's resource tracker: the attach above registers nothing new, and the
+    # parent's unlink in close() removes the one entry)
+    try:
+        for item in producer(source):
+            if stop.is_set():
+                return
+            tf = _frame_of(item)
+            if tf is None or tf.image.nbytes > slot_bytes or tf.image.dtype != np.uint8:
+                out.put(("item", None, None, item))  # no frame, or one that does not fit a slot: pickled whole
+                continue
+            while True:
+                try:
+                    slot = free.get(timeout=_POLL_S)
+                    break
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+            image = np.ascontiguousarray(tf.image)
+            view = np.ndarray(image.shape, np.uint8, buffer=shm.buf, offset=slot * slot_bytes)
+            view[...] = image
+            del view
+            out.put(("item", slot, image.shape, _with_frame(item, dataclasses.replace(tf, image=_NO_IMAGE))))
+        out.put(("done", None, None, source.skipped))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            out.put(("error", None, None, exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text will do
+            out.put(("error", None, None, RuntimeError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        shm.close()
+
+
+class ProcessFrames:
+    """Iterate ``producer(source)`` run in a spawned child process; ``skipped`` is the source's count of
+    undecodable frames once the iteration has ended. Call :meth:`close` (or use it as a context manager) to
+    stop the child early."""
+
+    def __init__(self, source: FrameSource, producer: Callable[[FrameSource], Iterable[Any]] = plain_frames, *,
+                 slots: int = 8) -> None:
+        self.source = source
+        self.skipped = 0
+        self.slot_bytes = max(1, source.width * source.height * 3)
+        self.slots = max(2, slots)
+        ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads (and maybe CUDA)
+        self._shm = shared_memory.SharedMemory(create=True, size=self.slots * self.slot_bytes)
+        self._free: Any = ctx.Queue()
+        self._out: Any = ctx.Queue()
+        self._stop = ctx.Event()
+        for s in range(self.slots):
+            self._free.put(s)
+        self._proc = ctx.Process(target=_child, name="changeling-decode", daemon=True,
+                                 args=(producer, source, self._shm.name, self.slots, self.slot_bytes, self._free,
+                                       self._out, self._stop))
+        try:
+            self._proc.start()
+        except BaseException:
+            self._release()
+            raise
+        self._closed = False
+
+    def __enter__(self) -> ProcessFrames:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_message(self) -> tuple[str, int | None, tuple[int, ...] | None, Any]:
+        waited = 0.0
+        while True:
+            try:
+                return self._out.get(timeout=_POLL_S)  # type: ignore[no-any-return]
+            except queue.Empty:
+                waited += _POLL_S
+                if not self._proc.is_alive():
+                    try:  # it may have put its last message just before ending
+                        return self._out.get(timeout=_POLL_S)  # type: ignore[no-any-return]
+                    except queue.Empty:
+                        pass
+                    raise RuntimeError(f"{self.source.path}: the decoder process ended unexpectedly "
+                                       f"(exit code {self._proc.exitcode})") from None
+                if waited > _START_TIMEOUT_S and self._proc.pid is None:
+                    raise RuntimeError(f"{self.source.path}: the decoder process did not start") from None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                kind, slot, shape, payload = self._next_message()
+                if kind == "done":
+                    self.skipped = int(payload)
+                    return
+                if kind == "error":
+                    raise payload
+                if slot is None:
+                    yield payload
+                    continue
+                assert shape is not None
+                image = np.ndarray(shape, np.uint8, buffer=self._shm.buf, offset=slot * self.slot_bytes).copy()
+                self._free.put(slot)
+                tf = _frame_of(payload)
+                assert tf is not None
+                yield _with_frame(payload, dataclasses.replace(tf, image=image))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the child (if it still runs) and free the shared memory. Safe to call twice."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._stop.set()
+        self._proc.join(timeout=2.0)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5.0)
+        self._release()
+
+    def _release(self) -> None:
+        for q in (self._free, self._out):
+            q.cancel_join_thread()
+            q.close()
+        self._shm.close()
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
