@@ -4,6 +4,7 @@
 # one slow case cannot eat the others' time. Full JSON goes to $OUT, a short table is printed last.
 #   usage (device tool): bash bench/gpu_all.sh            # the default plan below, about 8 minutes
 #                        CASES="train-df128:150:full extract-720p:40" bash bench/gpu_all.sh
+# It first runs bench/gpu_checks.py (the CUDA-only correctness checks; CHECKS= skips them).
 # A plan entry is CASE[:SECONDS[:full]]: "full" runs the case as `changeling bench` does by default (10 s
 # windows, torch.compile where the trainer uses it); without it the case runs with --quick (3 s windows,
 # no compile). SECONDS is the case's wall-clock limit (default 40).
@@ -14,6 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, os; print('torch', torch.__version__, torch.cuda.get_device_name(0), os.cpu_count(), 'cpus')"
+[ -n "${CHECKS:-1}" ] && timeout -k 5 "${CHECKS_SECONDS:-40}" python3 bench/gpu_checks.py  # CHECKS= skips them
 plan=${CASES:-"train-df128:150:full extract-720p:45 decode-720p:30 convert-1080p:50 time-to-recognisable:100 train-df256:60 \
 train-ddp:45 train-liae128:30 convert-720p:30 train-tiny:25"}
 for entry in $plan; do

@@ -123,3 +123,16 @@ def test_rejects_wrong_inputs() -> None:
         augment(img.float(), masks, NONE, _gen(0))
     with pytest.raises(ValueError, match="masks"):
         augment(img, masks[:, :1], NONE, _gen(0))
+
+
+def test_compiled_augmentation_equals_the_eager_one() -> None:
+    """The trainer compiles the pure part of the augmentation on GPUs; the same draws must give the same batch."""
+    from changeling.train.augment import apply_draws, draw
+
+    img, masks = _faces(n=3, size=32, seed=4)
+    d = draw(3, AugmentSettings(color=0.2), _gen(9), img.device)
+    eager = apply_draws(img, masks, d.thetas, d.coarse, d.color)
+    compiled = torch.compile(apply_draws)(img, masks, d.thetas, d.coarse, d.color)
+    for e, c in zip(eager, compiled, strict=True):
+        assert e.shape == c.shape and float((e - c).abs().max()) < 1e-4
+    assert float((eager[0] - eager[1]).abs().max()) > 0.05  # the warp and jitter did something to compare

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import av
@@ -417,3 +418,38 @@ def test_a_failing_publish_step_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         w.close(before_publish=boom)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_marker_marks_concurrent_frames_together_and_each_alike() -> None:
+    import threading
+
+    import torch
+
+    from changeling.provenance.batch_marker import BatchMarker
+
+    base = cv2.resize(_portraits()[0], (320, 256), interpolation=cv2.INTER_AREA)
+    frames = [np.roll(base, 7 * i, axis=1) for i in range(6)]
+    marker = BatchMarker("cpu", max_batch=4)
+    got: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        got[i] = marker(frames[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    with marker._lock:  # hold the marking thread back until all six frames wait in its queue
+        for t in threads:
+            t.start()
+        for _ in range(500):
+            if marker._q.qsize() == 6:
+                break
+            time.sleep(0.01)
+    for t in threads:
+        t.join(timeout=60)
+    assert marker.batches == [4, 2]
+    for i, f in enumerate(frames):  # each caller got its own frame back, marked as if alone
+        alone = wm.embed_watermark_torch(torch.from_numpy(f)[None])[0].numpy()
+        np.testing.assert_array_equal(got[i], alone)
+        assert np.abs(got[i].astype(int) - embed_watermark(f)).max() <= 1
+    with pytest.raises(ValueError, match="payload"):  # an error reaches the caller whose frame caused it
+        marker(np.zeros((32, 32, 3), np.uint8))
+    assert detect_watermark(marker(frames[0]))[0]  # and the marker still works after it

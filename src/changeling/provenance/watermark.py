@@ -239,18 +239,14 @@ def embed_watermark_torch(frames: torch.Tensor) -> torch.Tensor:
 
 
 def watermark_marker(device: torch.device | str) -> Callable[[Frame], Frame]:
-    """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU,
-    :func:`embed_watermark_torch` on that GPU (a hand check on an H100: 5.2 ms per 1080p frame with the transfer
-    there and back, instead of 10 ms of a CPU core, the largest share of convert's per-frame CPU work)."""
+    """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU a
+    :class:`~changeling.provenance.batch_marker.BatchMarker`, which marks the frames of all render threads
+    together on that GPU (:func:`embed_watermark_torch` in batches, on a stream of its own)."""
     import torch
 
     dev = torch.device(device)
     if dev.type != "cuda":
         return embed_watermark
+    from changeling.provenance.batch_marker import BatchMarker
 
-    def mark(frame: Frame) -> Frame:
-        _check_frame(frame)
-        t = torch.from_numpy(np.ascontiguousarray(frame)).to(dev)[None]
-        return np.asarray(embed_watermark_torch(t)[0].cpu().numpy())
-
-    return mark
+    return BatchMarker(dev)

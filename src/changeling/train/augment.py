@@ -9,6 +9,7 @@ from the ``torch.Generator`` passed in, so a batch is a pure function of (faces,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,43 +104,84 @@ def similarity_thetas(n: int, s: AugmentSettings, g: torch.Generator, device: to
 
 def smooth_offsets(n: int, size: int, strength: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
     """(n, size, size, 2) smooth random displacements (normalised units): a coarse random grid, bicubic-upsampled."""
-    coarse = torch.randn((n, 2, WARP_CELLS, WARP_CELLS), generator=g, device=device) * (WARP_STD * strength)
+    return upsample_offsets(coarse_offsets(n, strength, g, device), size)
+
+
+def coarse_offsets(n: int, strength: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n, 2, WARP_CELLS, WARP_CELLS) random displacements of the warp's control points."""
+    return torch.randn((n, 2, WARP_CELLS, WARP_CELLS), generator=g, device=device) * (WARP_STD * strength)
+
+
+def upsample_offsets(coarse: torch.Tensor, size: int) -> torch.Tensor:
+    """The control points' displacements, bicubic-upsampled to a (n, size, size, 2) field."""
     fine = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
     return fine.permute(0, 2, 3, 1)
 
 
-def jitter_color(rgb: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
-    """Random per-image lightness gain and L, a, b offsets in LAB; (B, 3, H, W) in [0, 1] -> same."""
-    n = rgb.shape[0]
-    r = _uniform((n, 4, 1, 1), g, rgb.device) * amount
+def shift_color(rgb: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Lightness gain ``r[:, 0]`` and offsets ``r[:, 1:4]`` of L, a, b (fractions of 100) applied in LAB;
+    (B, 3, H, W) in [0, 1] -> same, ``r``: (B, 4, 1, 1)."""
     lab = rgb_to_lab(rgb)
     light = lab[:, 0:1] * (1 + r[:, 0:1]) + 100 * r[:, 1:2]
     return lab_to_rgb(torch.cat([light, lab[:, 1:2] + 100 * r[:, 2:3], lab[:, 2:3] + 100 * r[:, 3:4]], 1))
 
 
-def augment(images: torch.Tensor, masks: torch.Tensor, s: AugmentSettings, g: torch.Generator) -> Augmented:
+def jitter_color(rgb: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
+    """Random per-image lightness gain and L, a, b offsets in LAB; (B, 3, H, W) in [0, 1] -> same."""
+    return shift_color(rgb, _uniform((rgb.shape[0], 4, 1, 1), g, rgb.device) * amount)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The random numbers of one batch: similarity transforms, warp control points, colour shifts."""
+
+    thetas: torch.Tensor  # (B, 2, 3)
+    coarse: torch.Tensor | None  # (B, 2, WARP_CELLS, WARP_CELLS), None without the input warp
+    color: torch.Tensor | None  # (B, 4, 1, 1), None without colour jitter
+
+
+def draw(n: int, s: AugmentSettings, g: torch.Generator, device: torch.device) -> Draws:
+    """Draw a batch's random numbers, always in the same order (so equal generator states give equal draws)."""
+    thetas = similarity_thetas(n, s, g, device)
+    coarse = coarse_offsets(n, s.warp, g, device) if s.warp > 0 else None
+    color = _uniform((n, 4, 1, 1), g, device) * s.color if s.color > 0 else None
+    return Draws(thetas, coarse, color)
+
+
+def apply_draws(images: torch.Tensor, masks: torch.Tensor, thetas: torch.Tensor, coarse: torch.Tensor | None,
+                color: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The augmentation itself, a pure function of its inputs (what the trainer compiles with the step):
+    uint8 faces and masks (B, 3, R, R) -> float input, target and masks in [0, 1]."""
+    n, _, size, _ = images.shape
+    x = images.float() / 255
+    m = masks.float() / 255
+    if color is not None:
+        x = shift_color(x, color)
+    grid = F.affine_grid(thetas, [n, 6, size, size], align_corners=False)  # (B, R, R, 2)
+    moved = F.grid_sample(torch.cat([x, m], 1), grid, mode="bilinear", padding_mode="reflection",
+                          align_corners=False)
+    if coarse is not None:
+        inp = F.grid_sample(x, grid + upsample_offsets(coarse, size), mode="bilinear", padding_mode="reflection",
+                            align_corners=False)
+    else:
+        inp = moved[:, :3]
+    return inp, moved[:, :3], moved[:, 3:]
+
+
+ApplyFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, s: AugmentSettings, g: torch.Generator,
+            apply: ApplyFn = apply_draws) -> Augmented:
     """Augment faces (B, 3, R, R) uint8 and their masks (B, 3, R, R) uint8 (255 inside) in one batched pass.
 
     ``g`` must live on the images' device. The draws happen in a fixed order, so equal generator states give
-    equal batches.
+    equal batches. ``apply``: :func:`apply_draws` or a compiled copy of it.
     """
     if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"expected (B, 3, R, R) uint8 faces, got {tuple(images.shape)} {images.dtype}")
     if masks.shape != images.shape or masks.dtype != torch.uint8:
         raise ValueError(f"expected (B, 3, R, R) uint8 masks like the faces, got {tuple(masks.shape)} {masks.dtype}")
-    n, _, size, _ = images.shape
-    dev = images.device
-    x = images.float() / 255
-    m = masks.float() / 255
-    thetas = similarity_thetas(n, s, g, dev)
-    offsets = smooth_offsets(n, size, s.warp, g, dev) if s.warp > 0 else None
-    if s.color > 0:
-        x = jitter_color(x, s.color, g)
-    grid = F.affine_grid(thetas, [n, 6, size, size], align_corners=False)  # (B, R, R, 2)
-    moved = F.grid_sample(torch.cat([x, m], 1), grid, mode="bilinear", padding_mode="reflection",
-                          align_corners=False)
-    if offsets is not None:
-        inp = F.grid_sample(x, grid + offsets, mode="bilinear", padding_mode="reflection", align_corners=False)
-    else:
-        inp = moved[:, :3]
-    return Augmented(input=inp, target=moved[:, :3], masks=moved[:, 3:])
+    d = draw(images.shape[0], s, g, images.device)
+    inp, target, moved_masks = apply(images, masks, d.thetas, d.coarse, d.color)
+    return Augmented(input=inp, target=target, masks=moved_masks)

@@ -37,7 +37,7 @@ from changeling.models.registry import PRESETS, Dims, create_model, preset_confi
 from changeling.progress import bar
 from changeling.project import Project
 from changeling.train import checkpoint as ck
-from changeling.train.augment import Augmented, AugmentSettings, augment
+from changeling.train.augment import ApplyFn, Augmented, AugmentSettings, apply_draws, augment
 from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
 from changeling.train.distributed import (
     DDPPair,
@@ -358,6 +358,8 @@ class Trainer:
                                self.channels_last)
         self.loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
             torch.compile(loss_fn) if self.compile else loss_fn)  # type: ignore[assignment]
+        # the augmentation's pure part too: uncompiled its dozens of small kernels bound a small model's GPU step
+        self.apply_augment: ApplyFn = torch.compile(apply_draws) if self.compile else apply_draws  # type: ignore[assignment]
         self.batch_size = settings.batch_size or agree_min(self._fit_batch(), dist_ctx, self.device)
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
@@ -471,7 +473,7 @@ class Trainer:
         if self.dist is not None:  # each rank augments its own slice with its own random numbers
             seed = (seed + 1_000_003 * self.dist.rank) % 2**63
         self.gen.manual_seed(seed)
-        out = augment(torch.cat([xa, xb]), torch.cat([ma, mb]), self.augment, self.gen)
+        out = augment(torch.cat([xa, xb]), torch.cat([ma, mb]), self.augment, self.gen, self.apply_augment)
         n = xa.shape[0]
         return _chunk(out, slice(0, n)), _chunk(out, slice(n, None))
 
