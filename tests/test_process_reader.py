@@ -92,6 +92,7 @@ def test_decode_process_only_where_processes_are_allowed(tmp_path: Path, monkeyp
     assert not PR.decode_process_wanted(src)
     monkeypatch.delenv(PR.ENV)
     assert PR.decode_process_wanted(src) == ((os.cpu_count() or 1) >= PR.DECODE_PROCESS_FROM_CORES)
+    assert not PR.decode_process_wanted(src, many_cores=False)  # extraction: only when asked for
     monkeypatch.setenv(PR.ENV, "1")
     assert not PR.decode_process_wanted(open_frames(tmp_path / "c.mp4").__class__(
         path=tmp_path, kind="images", width=1, height=1, fps=src.fps, time_base=src.time_base, frame_count=0))

@@ -98,6 +98,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short(v: Any) -> Any:
+    """A detail value as the table shows it: floats to 3 decimals (one above 1,000)."""
+    if isinstance(v, float):
+        return round(v, 1) if abs(v) >= 1000 else round(v, 3)
+    return v
+
+
 def record(results: list[dict[str, Any]], results_md: Path, command: str) -> None:
     """Append one table row per result to RESULTS.md (created with a header if missing)."""
     results_md = Path(results_md)
@@ -105,7 +112,7 @@ def record(results: list[dict[str, Any]], results_md: Path, command: str) -> Non
               "|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
-        details = ", ".join(f"{k}={v}" for k, v in r.items() if k in r.get("detail_keys", ()))
+        details = ", ".join(f"{k}={_short(v)}" for k, v in r.items() if k in r.get("detail_keys", ()))
         v = r.get("value")
         vs = f"{v:.1f}" if isinstance(v, float) else str(v)
         rows.append(f"| {r['date']} | {r['case']} | {r['machine']} | {r['torch']} | {vs} | {r.get('unit', '')} | "

@@ -220,13 +220,14 @@ def _lazy(build: Callable[[], TrackerFactory]) -> TrackerFactory:
 
 
 class _Decoder:
-    """Runs :func:`counted_frames` in a thread, or in a child process feeding that thread (see
-    :mod:`changeling.video.process_reader`); iterate it in the consumer. Errors are re-raised there."""
+    """Runs :func:`counted_frames` in a thread, or (``CHANGELING_DECODE_PROCESS=1``) in a child process feeding
+    that thread (see :mod:`changeling.video.process_reader`); iterate it in the consumer. Errors are re-raised
+    there."""
 
     def __init__(self, source: FrameSource, maxsize: int) -> None:
         self._q: queue.Queue[CountedFrame | FramesEnd | BaseException] = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
-        self.in_process = decode_process_wanted(source)
+        self.in_process = decode_process_wanted(source, many_cores=False)  # slower here on 16 cores (measured)
         self._child: ProcessFrames | None = None
         self._thread = threading.Thread(target=self._run, args=(source, maxsize), daemon=True, name="decode")
         self._thread.start()

@@ -1,10 +1,9 @@
 """Decoding in a process of its own, the frames handed over through shared memory.
 
-On a machine with many cores the decode thread of extraction and convert was starved rather than slow: PyAV
-releases the GIL while libavcodec decodes, but every frame needs it back several times, and with the main
-thread launching GPU work and a pool of render or face threads busy in Python, each wait can last the
-interpreter's whole switch interval. A child process has its own interpreter, so nothing there waits on our
-threads. It decodes into a ring of frame-sized slots in one shared-memory block; only the slot number and
+On a machine with many cores convert's decode thread was starved rather than slow: PyAV releases the GIL
+while libavcodec decodes, but every frame needs it back several times, and with the main thread launching GPU
+work and eight render threads busy in Python, each wait can last the interpreter's switch interval. A child
+process has its own interpreter, so nothing there waits on our threads. It decodes into a ring of frame-sized slots in one shared-memory block; only the slot number and
 the frame's small metadata go through a queue, and the consumer copies the pixels out and hands the slot
 back (one memcpy per frame).
 
@@ -30,21 +29,25 @@ from changeling.threads import worker_processes_allowed
 from changeling.video.reader import FrameSource, TimedFrame
 
 DECODE_PROCESS_FROM_CORES = 8
-ENV = "CHANGELING_DECODE_PROCESS"  # "1" or "0" overrides the choice by core count (the benchmarks compare both)
+ENV = "CHANGELING_DECODE_PROCESS"  # "1" or "0" overrides the default choice (the benchmarks compare both)
 _POLL_S = 0.2
 _START_TIMEOUT_S = 120.0
 
 
-def decode_process_wanted(source: FrameSource) -> bool:
-    """Whether ``source`` is decoded in its own process: a video, on a machine with
-    ``DECODE_PROCESS_FROM_CORES`` or more cores (``CHANGELING_DECODE_PROCESS=1``/``0`` overrides), and only
-    where changeling's command line allows worker processes."""
+def decode_process_wanted(source: FrameSource, *, many_cores: bool = True) -> bool:
+    """Whether ``source`` is decoded in its own process: a video, where changeling's command line allows worker
+    processes, and ``CHANGELING_DECODE_PROCESS=1`` (``0``: never); unset, on machines with
+    ``DECODE_PROCESS_FROM_CORES`` or more cores if ``many_cores`` says that stage gains from it.
+
+    Measured on the 16-core H100 machine (bench/RESULTS.md): extraction loses (215 frames/s against 259 with
+    the decode thread, in one run), so it does not ask; convert's decode stage took 3.8 ms per 1080p frame
+    with the process against 7.6 with the thread (two runs a session apart), so convert asks."""
     if source.kind != "video" or not worker_processes_allowed():
         return False
     forced = os.environ.get(ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    return (os.cpu_count() or 1) >= DECODE_PROCESS_FROM_CORES
+    return many_cores and (os.cpu_count() or 1) >= DECODE_PROCESS_FROM_CORES
 
 
 def plain_frames(source: FrameSource) -> Iterator[TimedFrame]:
