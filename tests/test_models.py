@@ -113,7 +113,7 @@ def test_tiny_is_about_one_gflop_per_example() -> None:
 
 @pytest.mark.parametrize(("preset", "dims", "ref"), [
     ("original", Dims(), "original64"), ("df", Dims(), "df128"),
-    ("df", Dims(resolution=256), "df256")])
+    ("df", Dims(resolution=256), "df256"), ("liae", Dims(), "liae128")])
 def test_presets_match_the_reference_shapes(preset: str, dims: Dims, ref: str) -> None:
     """The presets meant to compare with the roofline shapes have the same parameter count and FLOPs, counted
     on independently built reference modules (differences: our decoders have one 4-channel head)."""
@@ -128,3 +128,11 @@ def test_presets_match_the_reference_shapes(preset: str, dims: Dims, ref: str) -
         # that this face-only loss ignores (the reference skips it): a difference well under 1%
         ref_flops = reference_flops(REFERENCE_SHAPES[ref])
         assert 0 <= _flops_per_example(ours) - ref_flops < 5e-3 * ref_flops
+
+
+@pytest.mark.parametrize(("preset", "dims", "ref"), [
+    ("original", Dims(), "original64"), ("df", Dims(), "df128"), ("liae", Dims(), "liae128")])
+def test_the_benchmark_finds_each_presets_reference_shape(preset: str, dims: Dims, ref: str) -> None:
+    from changeling.models.reference import reference_shape_for
+
+    assert reference_shape_for(preset_config(preset, dims)) == REFERENCE_SHAPES[ref]

@@ -5,7 +5,7 @@ ratio to this step of the same shape on the same device in the same process.
 
 The named shapes follow ``shared/tools/ae_roofline.py``: ``original64`` (4 stride-2 5x5 convolutions 128..1024,
 dense 1024, a 4x4x1024 grid upscaled once, decoder 256/128/64), ``df128`` and ``df256`` (DF-like, with residual
-blocks in the decoder).
+blocks in the decoder). ``liae128`` is not among them: it is the liae preset's shape built the same plain way.
 """
 
 from __future__ import annotations
@@ -34,22 +34,26 @@ class ReferenceShape:
     res_blocks: bool
     enc_kernel: int = 5
     head_kernel: int = 5
+    arch: str = "df"  # "df": one bottleneck, a decoder per side; "liae": see below
 
 
 REFERENCE_SHAPES: dict[str, ReferenceShape] = {
     "original64": ReferenceShape(64, (128, 256, 512, 1024), 1024, 1024, 1024, (256, 128, 64), False),
     "df128": ReferenceShape(128, (64, 128, 256, 512), 256, 512, 512, (512, 256, 128), True),
     "df256": ReferenceShape(256, (96, 192, 384, 768), 256, 768, 768, (768, 384, 192), True),
+    # not in ae_roofline: the liae preset's own shape built the same plain way (a shared and an A-only
+    # bottleneck after one encoder, their grids side by side into one shared decoder)
+    "liae128": ReferenceShape(128, (64, 128, 256, 512), 256, 256, 256, (512, 256, 128), True, arch="liae"),
 }
 
 
 def reference_shape_for(config: ModelConfig) -> ReferenceShape | None:
-    """The reference shape of a DF-type config (LIAE has no reference: ``None``)."""
-    if config.arch != "df":
+    """The reference shape of a config (``None`` for an architecture the reference does not build)."""
+    if config.arch not in ("df", "liae"):
         return None
     return ReferenceShape(config.resolution, config.enc_channels, config.dense, config.inter_channels,
                           config.inter_up_channels, config.dec_channels, config.res_blocks, config.enc_kernel,
-                          config.head_kernel)
+                          config.head_kernel, arch=config.arch)
 
 
 class _Up(nn.Module):
@@ -71,7 +75,7 @@ class _Res(nn.Module):
         return F.leaky_relu(x + self.b(F.leaky_relu(self.a(x), 0.2)), 0.2)
 
 
-class _Encoder(nn.Module):
+class _Convs(nn.Module):
     def __init__(self, s: ReferenceShape) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -80,23 +84,30 @@ class _Encoder(nn.Module):
             layers += [nn.Conv2d(ci, co, s.enc_kernel, 2, s.enc_kernel // 2), nn.LeakyReLU(0.1)]
             ci = co
         self.convs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x).flatten(1)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, s: ReferenceShape) -> None:
+        super().__init__()
         low = s.res // 2 ** len(s.enc)
         self.seed = s.res // 16
         self.bottleneck = s.bottleneck
-        self.fc1 = nn.Linear(ci * low * low, s.dense)
+        self.fc1 = nn.Linear(s.enc[-1] * low * low, s.dense)
         self.fc2 = nn.Linear(s.dense, self.seed * self.seed * s.bottleneck)
         self.up = _Up(s.bottleneck, s.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc2(self.fc1(self.convs(x).flatten(1)))
+        x = self.fc2(self.fc1(x))
         return self.up(x.view(-1, self.bottleneck, self.seed, self.seed))  # (B, up, res/8, res/8)
 
 
 class _Decoder(nn.Module):
-    def __init__(self, s: ReferenceShape) -> None:
+    def __init__(self, s: ReferenceShape, ci: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        ci = s.up
         for co in s.dec:
             layers.append(_Up(ci, co))
             if s.res_blocks:
@@ -112,15 +123,27 @@ class _Decoder(nn.Module):
 
 
 def build_reference(shape: ReferenceShape) -> nn.ModuleDict:
-    """The reference autoencoder: ``enc``, ``a`` and ``b`` (decoders)."""
+    """The reference autoencoder. DF: ``enc`` (convolutions and bottleneck), ``a`` and ``b`` (decoders). LIAE:
+    ``convs``, ``inter_ab`` (shared bottleneck), ``inter_a`` (A's), ``dec`` (one decoder over both grids)."""
     if shape.res % 16 or shape.res // 16 * 2 ** (1 + len(shape.dec)) != shape.res:
         raise ValueError(f"resolution {shape.res} does not fit a reference shape with {len(shape.dec)} upscales")
-    return nn.ModuleDict({"enc": _Encoder(shape), "a": _Decoder(shape), "b": _Decoder(shape)})
+    if shape.arch == "liae":
+        return nn.ModuleDict({"convs": _Convs(shape), "inter_ab": _Bottleneck(shape), "inter_a": _Bottleneck(shape),
+                              "dec": _Decoder(shape, 2 * shape.up)})
+    return nn.ModuleDict({"enc": nn.Sequential(_Convs(shape), _Bottleneck(shape)), "a": _Decoder(shape, shape.up),
+                          "b": _Decoder(shape, shape.up)})
 
 
 def _losses(model: nn.ModuleDict, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-    fa, _ = model["a"](model["enc"](xa))
-    fb, _ = model["b"](model["enc"](xb))
+    if "convs" in model:  # LIAE: A through its own and the shared code, B through the shared code twice
+        ha, hb = model["convs"](xa), model["convs"](xb)
+        za = torch.cat([model["inter_a"](ha), model["inter_ab"](ha)], 1)
+        ab = model["inter_ab"](hb)
+        fa, _ = model["dec"](za)
+        fb, _ = model["dec"](torch.cat([ab, ab], 1))
+    else:
+        fa, _ = model["a"](model["enc"](xa))
+        fb, _ = model["b"](model["enc"](xb))
     return F.l1_loss(fa.float(), xa) + F.l1_loss(fb.float(), xb)
 
 

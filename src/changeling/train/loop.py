@@ -360,6 +360,10 @@ class Trainer:
             torch.compile(loss_fn) if self.compile else loss_fn)  # type: ignore[assignment]
         # the augmentation's pure part too: uncompiled its dozens of small kernels bound a small model's GPU step
         self.apply_augment: ApplyFn = torch.compile(apply_draws) if self.compile else apply_draws  # type: ignore[assignment]
+        # and the update (clipping, optimizer, EMA), as the reference step compiles its optimizer: eager, its
+        # per-tensor kernels are most of a small model's step on a GPU
+        self._update_fn: Callable[[], None] = torch.compile(self._update) if self.compile else self._update
+        self._update_checked = not self.compile
         self.batch_size = settings.batch_size or agree_min(self._fit_batch(), dist_ctx, self.device)
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
@@ -517,15 +521,31 @@ class Trainer:
             group["lr"] = self.lr()
         a, b = self.next_batch()
         losses = self._accumulate(a, b)
+        if self._update_checked:
+            self._update_fn()
+        else:  # the first compiled update: if it cannot be compiled here, the eager one will do
+            try:
+                self._update_fn()
+            except Exception as exc:  # noqa: BLE001 - compiler failures have many types; memory errors do not fall back
+                if _is_oom(exc):
+                    raise
+                log.warning("the compiled optimizer step failed (%s: %s); using the eager one", type(exc).__name__,
+                            str(exc).splitlines()[0][:200] if str(exc) else "")
+                self._update_fn = self._update
+                self._update()
+            self._update_checked = True
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.pending.append(losses)
+
+    def _update(self) -> None:
+        """Clip the gradients, step the optimizer, follow with the EMA weights (compiled with the step on GPUs)."""
         if self.settings.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, foreach=True)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             ema_p: list[torch.Tensor] = list(self.ema.parameters())
             torch._foreach_lerp_(ema_p, [p.detach() for p in self.model.parameters()], 1 - self.settings.ema)
-        self.step += 1
-        self.pending.append(losses)
 
     def _flush(self, bar_: Any, t_mark: float, examples: int) -> None:
         """Read the pending losses (one sync); raise :class:`NonFiniteLoss` if any is not finite; log them."""
