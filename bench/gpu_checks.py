@@ -30,17 +30,20 @@ def check_batch_marker() -> str:
     def work(i: int) -> None:
         got[i] = marker(frames[i])
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    ms = 1000 * (time.perf_counter() - t0) / 16
+    ms = 0.0
+    for _ in range(2):  # the first round warms up (CUDA context, page-locked buffers); the second is timed
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ms = 1000 * (time.perf_counter() - t0) / 16
     worst = max(int(np.abs(got[i].astype(int) - embed_watermark(f)).max()) for i, f in enumerate(frames))
     found = all(detect_watermark(got[i]) == (True, 1.0) for i in range(0, 16, 5))
     assert worst <= 1 and found, (worst, found)
-    return f"BatchMarker ok: 16 frames from 16 threads in batches {marker.batches}, max diff {worst}, {ms:.2f} ms/frame"
+    return (f"BatchMarker ok: 2 x 16 1080p frames from 16 threads in batches {marker.batches}, max diff {worst}, "
+            f"{ms:.2f} ms/frame warm, marking thread {({k: round(v, 3) for k, v in marker.seconds.items()})} s")
 
 
 def check_compiled_augment() -> str:

@@ -62,8 +62,9 @@ def test_extract_report_says_where_the_time_went(tmp_path: Path) -> None:
                      progress=False)
     assert report.frames_processed == 6 and report.faces_written >= 1
     stages = report.stages
-    assert set(stages) == {"decode_wait", "networks", "faces", "faces_cpu", "faces_wait", "store"}
+    assert set(stages) == {"decode", "decode_wait", "networks", "faces", "faces_cpu", "faces_wait", "store"}
     assert all(v >= 0 for v in stages.values()) and stages["networks"] > 0 and stages["faces"] > 0
+    assert 0 < stages["decode"] <= report.seconds  # the decode thread's own time
     assert sum(stages[k] for k in ("decode_wait", "networks", "faces_wait", "store")) <= report.seconds
 
 

@@ -106,9 +106,9 @@ class SourceReport:
     other_people: int = 0  # rejected by the identity filter (--reference / --exclude)
     already_complete: bool = False
     decoder: str = ""  # "thread", or "process" where frames were decoded in a child process
-    # seconds of work per stage: the main thread waiting for decoded frames ("decode_wait"), running the
-    # networks ("networks"), waiting for the face threads ("faces_wait") and writing the store ("store");
-    # "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others), and
+    # seconds of work per stage: the decode thread decoding ("decode"), the main thread waiting for decoded
+    # frames ("decode_wait"), running the networks ("networks"), waiting for the face threads ("faces_wait")
+    # and writing the store ("store"); "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others), and
     # "faces_cpu" those threads' CPU time (with worker processes, the masks and PNG are not in it)
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -229,6 +229,7 @@ class _Decoder:
         self._stop = threading.Event()
         self.in_process = decode_process_wanted(source, many_cores=False)  # slower here on 16 cores (measured)
         self._child: ProcessFrames | None = None
+        self.decode_s = 0.0
         self._thread = threading.Thread(target=self._run, args=(source, maxsize), daemon=True, name="decode")
         self._thread.start()
 
@@ -249,8 +250,12 @@ class _Decoder:
                 items = self._child
             else:
                 items = counted_frames(source)
-            for item in items:
-                if not self._put(item):
+            it = iter(items)
+            while True:
+                t0 = time.perf_counter()
+                item = next(it, None)
+                self.decode_s += time.perf_counter() - t0  # decoding (or the hand-over), not waiting to put
+                if item is None or not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
@@ -412,6 +417,7 @@ class _SourceRun:
                 for job in pending.jobs:
                     job.cancel()
             decoder.close()
+            self.report.add_time("decode", decoder.decode_s)
             if self.store is not None:
                 self.store.close()
                 self.store = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ class BatchMarker:
         self.device = torch.device(device)
         self.max_batch = max(1, int(max_batch))
         self.batches: list[int] = []  # frames per batch marked so far (for tests and benchmarks)
+        # the marking thread's seconds: copying frames into page-locked memory ("stage"), transfers and kernels
+        # ("gpu"), copying the results out ("unstage"); benchmarks report them per frame
+        self.seconds: dict[str, float] = {"stage": 0.0, "gpu": 0.0, "unstage": 0.0}
         self._q: queue.Queue[_Request] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -100,14 +104,20 @@ class BatchMarker:
                 marked = embed_watermark_torch(torch.from_numpy(np.stack([r.frame for r in group])).to(self.device))
                 outs = [np.asarray(m) for m in marked.cpu().numpy()]
             else:
+                t0 = time.perf_counter()
                 src, dst = self._buffers(shape)
                 for i, r in enumerate(group):
                     np.copyto(src[i].numpy(), r.frame)
+                t1 = time.perf_counter()
                 with torch.cuda.stream(self._stream):
                     on_gpu = src[:n].to(self.device, non_blocking=True)
                     dst[:n].copy_(embed_watermark_torch(on_gpu), non_blocking=True)
                 self._stream.synchronize()  # this stream only: the model's work on the default stream runs on
+                t2 = time.perf_counter()
                 outs = [dst[i].numpy().copy() for i in range(n)]
+                self.seconds["stage"] += t1 - t0
+                self.seconds["gpu"] += t2 - t1
+                self.seconds["unstage"] += time.perf_counter() - t2
             self.batches.append(n)
             for r, o in zip(group, outs, strict=True):
                 r.out = o
