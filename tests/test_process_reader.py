@@ -96,3 +96,16 @@ def test_decode_process_only_where_processes_are_allowed(tmp_path: Path, monkeyp
     monkeypatch.setenv(PR.ENV, "1")
     assert not PR.decode_process_wanted(open_frames(tmp_path / "c.mp4").__class__(
         path=tmp_path, kind="images", width=1, height=1, fps=src.fps, time_base=src.time_base, frame_count=0))
+
+
+def test_a_child_that_cannot_start_leaves_decoding_to_a_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    clip = write_clip(tmp_path / "c.mp4", width=160, height=90, fps=25, images=moving_portrait_frames(2, 160, 90))
+
+    def no_processes(self: PR.ProcessFrames, *a: object, **k: object) -> None:
+        raise OSError("no shared memory here")
+
+    monkeypatch.setattr(PR.ProcessFrames, "__init__", no_processes)
+    with caplog.at_level("WARNING"):
+        assert PR.start_process_frames(open_frames(clip)) is None
+    assert "decoding in a thread (the decoder process could not start: no shared memory here)" in caplog.text

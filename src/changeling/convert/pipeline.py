@@ -37,7 +37,7 @@ from changeling.errors import UserError
 from changeling.progress import bar
 from changeling.threads import opencv_threads
 from changeling.types import Affine, FaceType, Frame
-from changeling.video.process_reader import ProcessFrames, decode_process_wanted
+from changeling.video.process_reader import decode_process_wanted, start_process_frames
 from changeling.video.reader import FrameSource, TimedFrame, open_frames
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class Converter:
         pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render") if self.workers > 0 else None
         # on many cores the frames are decoded in a child process (its own GIL), else in the decode thread
-        child = ProcessFrames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
+        child = start_process_frames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
         decoder = threading.Thread(target=self._decode, args=(child or frames, decoded, stop), name="decode",
                                    daemon=True)
         writer_thread = threading.Thread(target=self._write, args=(writer, ready, stop, errors, counts, pbar),

@@ -45,7 +45,7 @@ from changeling.types import Frame
 from changeling.video import FrameSource, TimedFrame, open_frames
 from changeling.video.counted import CountedFrame, FramesEnd, counted_frames
 from changeling.video.images import write_image_atomic
-from changeling.video.process_reader import ProcessFrames, decode_process_wanted
+from changeling.video.process_reader import ProcessFrames, decode_process_wanted, start_process_frames
 from changeling.video.writer import check_output_path
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,7 @@ class _Decoder:
         self._stop = threading.Event()
         self.in_process = decode_process_wanted(source, many_cores=False)  # slower here on 16 cores (measured)
         self._child: ProcessFrames | None = None
+        self.child_started = False
         self.decode_s = 0.0
         self._thread = threading.Thread(target=self._run, args=(source, maxsize), daemon=True, name="decode")
         self._thread.start()
@@ -246,10 +247,9 @@ class _Decoder:
         try:
             items: Iterable[CountedFrame | FramesEnd]
             if self.in_process:
-                self._child = ProcessFrames(source, counted_frames, slots=maxsize + 2)
-                items = self._child
-            else:
-                items = counted_frames(source)
+                self._child = start_process_frames(source, counted_frames, slots=maxsize + 2)
+                self.child_started = self._child is not None
+            items = self._child if self._child is not None else counted_frames(source)
             it = iter(items)
             while True:
                 t0 = time.perf_counter()
@@ -367,7 +367,6 @@ class _SourceRun:
         frame_bytes = max(1, self.source.width * self.source.height * 3)
         ahead = max(2, min(QUEUE_FRAMES * self.settings.batch_size, MEMORY_BUDGET // frame_bytes))
         decoder = _Decoder(self.source, maxsize=2 if self.independent else ahead)  # images differ in size
-        self.report.decoder = "process" if decoder.in_process else "thread"
         tracker = None if self.independent else self.make_tracker()
         batch: list[TimedFrame] = []
         skipped: list[FrameRecord] = []
@@ -418,6 +417,7 @@ class _SourceRun:
                     job.cancel()
             decoder.close()
             self.report.add_time("decode", decoder.decode_s)
+            self.report.decoder = "process" if decoder.child_started else "thread"
             if self.store is not None:
                 self.store.close()
                 self.store = None

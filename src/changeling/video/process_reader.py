@@ -15,6 +15,7 @@ undecodable frames beside it). Items come out in order and unchanged, pixels inc
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import os
 import queue
@@ -27,6 +28,8 @@ import numpy as np
 
 from changeling.threads import worker_processes_allowed
 from changeling.video.reader import FrameSource, TimedFrame
+
+log = logging.getLogger(__name__)
 
 DECODE_PROCESS_FROM_CORES = 8
 ENV = "CHANGELING_DECODE_PROCESS"  # "1" or "0" overrides the default choice (the benchmarks compare both)
@@ -48,6 +51,17 @@ def decode_process_wanted(source: FrameSource, *, many_cores: bool = True) -> bo
     if forced in ("0", "1"):
         return forced == "1"
     return many_cores and (os.cpu_count() or 1) >= DECODE_PROCESS_FROM_CORES
+
+
+def start_process_frames(source: FrameSource, producer: Callable[[FrameSource], Iterable[Any]] | None = None, *,
+                         slots: int = 8) -> ProcessFrames | None:
+    """A started :class:`ProcessFrames`, or ``None`` (with a warning) where the child cannot be started: the
+    caller then decodes in a thread."""
+    try:
+        return ProcessFrames(source, producer or plain_frames, slots=slots)
+    except OSError as exc:  # no shared memory, a process limit: a thread will do
+        log.warning("%s: decoding in a thread (the decoder process could not start: %s)", source.path, exc)
+        return None
 
 
 def plain_frames(source: FrameSource) -> Iterator[TimedFrame]:
