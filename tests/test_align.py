@@ -168,3 +168,19 @@ def test_warp_face_outside_the_frame_is_black_and_sizes_are_right() -> None:
     assert crop.shape == (32, 32, 3) and crop.max() == 0
     small = align.warp_face(frame, similarity(0.01, 0.0, 0, 0), 16)  # whole frame in a few pixels
     assert small.shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("shrink", [2.5, 5.3, 7.9])
+def test_warp_face_area_path_at_fractional_shrinks(shrink: float) -> None:
+    """The reduction goes by a whole factor first and the warp does the rest: positions stay exact on a
+    smooth image, and fine detail still averages out instead of aliasing."""
+    y, x = np.mgrid[0:900, 0:1200]
+    a = similarity(1 / shrink, 0.2, 0, 0)
+    a[:, 2] = 47.5 - a[:, :2] @ [600.0, 450.0]  # the crop's centre on the frame's centre, all of it inside
+    ramp = np.clip(x * 0.15 + y * 0.1 + 10 * np.sin(x / 40.0), 0, 255).astype(np.uint8)[..., None].repeat(3, 2)
+    diff = align.warp_face(ramp, a, 96).astype(int) - align.warp_face(ramp, a, 96, interpolation="linear")
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(diff[inner]).max() <= 1
+    board = (((x + y) % 2) * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    auto = align.warp_face(board, a, 96)
+    assert auto[inner].std() < 8 and abs(float(auto[inner].mean()) - 127.5) < 4

@@ -148,8 +148,18 @@ def _reduce(frame: Frame, affine: Affine, size: int, scale: float) -> tuple[Fram
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1 - x0 < 2 or y1 - y0 < 2:  # the crop lies outside the frame
         return frame, affine
+    # By a whole factor k <= 1 / scale where the frame has room: OpenCV's area averaging over k x k blocks is
+    # about 5x faster than over fractional ones (1.6 -> 0.33 ms for a 620-pixel 1080p face on one core), and
+    # the bilinear warp after it then shrinks by less than 2x (no aliasing).
+    k = int(1.0 / scale)
+    wk, hk = -(-(x1 - x0) // k) * k, -(-(y1 - y0) // k) * k
+    if wk <= w and hk <= h:
+        x0, y0 = min(x0, w - wk), min(y0, h - hk)
+        x1, y1 = x0 + wk, y0 + hk
+        nw, nh = wk // k, hk // k
+    else:
+        nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
     part = frame[y0:y1, x0:x1]
-    nw, nh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
     small = np.asarray(cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA), dtype=np.uint8)
     rx, ry = nw / (x1 - x0), nh / (y1 - y0)
     # small pixel d <- part pixel (d + 0.5) / r - 0.5 <- frame pixel + (x0, y0)
