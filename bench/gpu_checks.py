@@ -42,7 +42,7 @@ def check_batch_marker() -> str:
     worst = max(int(np.abs(got[i].astype(int) - embed_watermark(f)).max()) for i, f in enumerate(frames))
     found = all(detect_watermark(got[i]) == (True, 1.0) for i in range(0, 16, 5))
     assert worst <= 1 and found, (worst, found)
-    return (f"BatchMarker ok: 2 x 16 1080p frames from 16 threads in batches {marker.batches}, max diff {worst}, "
+    return (f"BatchMarker ok: 2 x 16 1080p frames from 16 threads in batches {list(marker.batches)}, max diff {worst}, "
             f"{ms:.2f} ms/frame warm, marking thread {({k: round(v, 3) for k, v in marker.seconds.items()})} s")
 
 

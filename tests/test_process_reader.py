@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,34 @@ def test_a_child_that_cannot_start_leaves_decoding_to_a_thread(tmp_path: Path, m
     with caplog.at_level("WARNING"):
         assert PR.start_process_frames(open_frames(clip)) is None
     assert "decoding in a thread (the decoder process could not start: no shared memory here)" in caplog.text
+
+
+def test_too_little_shared_memory_falls_back_before_the_child_starts(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = write_clip(tmp_path / "c.mp4", width=160, height=90, fps=25, images=moving_portrait_frames(2, 160, 90))
+    made: list[str] = []
+    real = PR.shared_memory.SharedMemory
+
+    def recording(*a: object, **k: object) -> object:
+        shm = real(*a, **k)  # type: ignore[arg-type]
+        made.append(shm.name)
+        return shm
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PR.shared_memory, "SharedMemory", recording)
+    monkeypatch.setattr(PR.os, "posix_fallocate", full)
+    assert PR.start_process_frames(open_frames(clip)) is None  # the caller decodes in a thread instead
+    assert made and not os.path.exists(f"/dev/shm/{made[0].lstrip('/')}")  # and the block is gone
+
+
+def _failing(source: object) -> Iterator[object]:
+    raise ValueError("something broke in the child")
+    yield  # a generator
+
+
+def test_a_bug_in_the_child_arrives_as_a_runtime_error_naming_it(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", width=160, height=90, fps=25, images=moving_portrait_frames(2, 160, 90))
+    with pytest.raises(RuntimeError, match="ValueError: something broke in the child"):
+        list(PR.ProcessFrames(open_frames(clip), _failing))

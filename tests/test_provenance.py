@@ -445,7 +445,7 @@ def test_batch_marker_marks_concurrent_frames_together_and_each_alike() -> None:
             time.sleep(0.01)
     for t in threads:
         t.join(timeout=60)
-    assert marker.batches == [4, 2]
+    assert list(marker.batches) == [4, 2]
     for i, f in enumerate(frames):  # each caller got its own frame back, marked as if alone
         alone = wm.embed_watermark_torch(torch.from_numpy(f)[None])[0].numpy()
         np.testing.assert_array_equal(got[i], alone)

@@ -509,4 +509,13 @@ def test_an_update_that_cannot_compile_falls_back_to_the_eager_one(tmp_path: Pat
     assert "compiled optimizer step failed (RuntimeError: backend compiler failed)" in caplog.text
     assert t._update_fn == t._update and t.step == 1
     assert any(not torch.equal(v, t.model.state_dict()[k]) for k, v in before.items())  # the eager update ran
+    steps = t._optimizer_steps()
+
+    def half_done() -> None:  # as compiled code that ran the optimizer's piece, then failed
+        t.optimizer.step()
+        raise RuntimeError("a later piece failed")
+
+    t._update_fn, t._update_checked = half_done, False
+    t.train_step()
+    assert t._optimizer_steps() == steps + len(t.optimizer.state)  # one optimizer step, not two
     t.metrics.close()

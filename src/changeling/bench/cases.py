@@ -162,12 +162,13 @@ def _process_decode_rate(clip: Path) -> float:
     from changeling.video.process_reader import ProcessFrames
     from changeling.video.reader import open_frames
 
-    n, t0 = 0, 0.0
+    n, t0, t1 = 0, 0.0, 0.0
     for _ in ProcessFrames(open_frames(clip), slots=16):
+        t1 = time.perf_counter()  # (the child's shutdown after the last frame is not counted either)
         if n == 0:
-            t0 = time.perf_counter()
+            t0 = t1
         n += 1
-    return (n - 1) / max(time.perf_counter() - t0, 1e-9)
+    return (n - 1) / (t1 - t0) if n > 1 and t1 > t0 else 0.0
 
 
 def decode_720p(device: str, repeats: int, quick: bool = False, frames: int = 480) -> dict[str, Any]:

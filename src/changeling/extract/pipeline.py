@@ -105,11 +105,12 @@ class SourceReport:
     small_faces: int = 0  # smaller than min_face (dropped)
     other_people: int = 0  # rejected by the identity filter (--reference / --exclude)
     already_complete: bool = False
-    decoder: str = ""  # "thread", or "process" where frames were decoded in a child process
-    # seconds of work per stage: the decode thread decoding ("decode"), the main thread waiting for decoded
-    # frames ("decode_wait"), running the networks ("networks"), waiting for the face threads ("faces_wait")
-    # and writing the store ("store"); "faces" is the face threads' crop/mask/PNG work summed over the threads (it overlaps the others), and
-    # "faces_cpu" those threads' CPU time (with worker processes, the masks and PNG are not in it)
+    decoder: str = ""  # "thread", or "process" where frames were decoded in a child process ("": not decoded)
+    # seconds of work per stage: the decode thread decoding, or waiting for the decoder process ("decode");
+    # the main thread waiting for decoded frames ("decode_wait"), running the networks ("networks"), waiting
+    # for the face threads ("faces_wait") and writing the store ("store"); "faces" is the face threads'
+    # crop/mask/PNG work summed over the threads (it overlaps the others), and "faces_cpu" those threads'
+    # CPU time (with worker processes, the masks and PNG are not in it)
     stages: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ class BatchMarker:
 
         self.device = torch.device(device)
         self.max_batch = max(1, int(max_batch))
-        self.batches: list[int] = []  # frames per batch marked so far (for tests and benchmarks)
+        self.batches: deque[int] = deque(maxlen=1000)  # frames per batch, the latest (for tests and benchmarks)
         # the marking thread's seconds: copying frames into page-locked memory ("stage"), transfers and kernels
         # ("gpu"), copying the results out ("unstage"); benchmarks report them per frame
         self.seconds: dict[str, float] = {"stage": 0.0, "gpu": 0.0, "unstage": 0.0}
@@ -132,6 +133,7 @@ class BatchMarker:
         import torch
 
         if shape not in self._host:
+            self._host.clear()  # one frame size at a time (a folder of photos in many sizes must not pile up)
             full = (self.max_batch, *shape)
             self._host[shape] = (torch.empty(full, dtype=torch.uint8, pin_memory=True),
                                  torch.empty(full, dtype=torch.uint8, pin_memory=True))

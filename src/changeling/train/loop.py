@@ -524,6 +524,7 @@ class Trainer:
         if self._update_checked:
             self._update_fn()
         else:  # the first compiled update: if it cannot be compiled here, the eager one will do
+            before = self._optimizer_steps()
             try:
                 self._update_fn()
             except Exception as exc:  # noqa: BLE001 - compiler failures have many types; memory errors do not fall back
@@ -532,11 +533,18 @@ class Trainer:
                 log.warning("the compiled optimizer step failed (%s: %s); using the eager one", type(exc).__name__,
                             str(exc).splitlines()[0][:200] if str(exc) else "")
                 self._update_fn = self._update
-                self._update()
+                # the compiled code runs in pieces: if the optimizer's piece ran before the failure, this
+                # step's update is in (the EMA may lag one step); else do it eagerly
+                if self._optimizer_steps() == before:
+                    self._update()
             self._update_checked = True
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.pending.append(losses)
+
+    def _optimizer_steps(self) -> float:
+        """The optimizer's step count summed over its parameters (a sync; read once, at the first update)."""
+        return sum(float(st["step"]) for st in self.optimizer.state.values() if "step" in st)
 
     def _update(self) -> None:
         """Clip the gradients, step the optimizer, follow with the EMA weights (compiled with the step on GPUs)."""

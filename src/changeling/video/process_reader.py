@@ -20,12 +20,14 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
+from changeling.errors import UserError
 from changeling.threads import worker_processes_allowed
 from changeling.video.reader import FrameSource, TimedFrame
 
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 DECODE_PROCESS_FROM_CORES = 8
 ENV = "CHANGELING_DECODE_PROCESS"  # "1" or "0" overrides the default choice (the benchmarks compare both)
 _POLL_S = 0.2
-_START_TIMEOUT_S = 120.0
 
 
 def decode_process_wanted(source: FrameSource, *, many_cores: bool = True) -> bool:
@@ -102,7 +103,7 @@ def _child(producer: Callable[[FrameSource], Iterable[Any]], source: FrameSource
                     slot = free.get(timeout=_POLL_S)
                     break
                 except queue.Empty:
-                    if stop.is_set():
+                    if stop.is_set() or not _parent_alive():  # a parent killed without close(): end too
                         return
             image = np.ascontiguousarray(tf.image)
             view = np.ndarray(image.shape, np.uint8, buffer=shm.buf, offset=slot * slot_bytes)
@@ -111,12 +112,26 @@ def _child(producer: Callable[[FrameSource], Iterable[Any]], source: FrameSource
             out.put(("item", slot, image.shape, _with_frame(item, dataclasses.replace(tf, image=_NO_IMAGE))))
         out.put(("done", None, None, source.skipped))
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        try:
-            out.put(("error", None, None, exc))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text will do
-            out.put(("error", None, None, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        out.put(("error", None, None, _portable(exc)))
     finally:
         shm.close()
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
+
+
+def _portable(exc: BaseException) -> tuple[str, str]:
+    """What the parent needs of an exception, in plain strings (an exception object may not survive the
+    queue's pickling, which happens later in its feeder thread where a failure would be lost)."""
+    return ("user" if isinstance(exc, UserError) else type(exc).__name__), str(exc)
+
+
+def _rebuilt(kind: str, text: str) -> BaseException:
+    """The parent's exception for a child's: a :class:`UserError` stays one (a one-line message, exit code 2);
+    anything else is a RuntimeError naming the original type."""
+    return UserError(text) if kind == "user" else RuntimeError(f"{kind}: {text}")
 
 
 class ProcessFrames:
@@ -131,16 +146,25 @@ class ProcessFrames:
         self.slot_bytes = max(1, source.width * source.height * 3)
         self.slots = max(2, slots)
         ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads (and maybe CUDA)
+        self._lock = threading.Lock()
+        self._closed = True  # until the child runs: close() has nothing to stop
         self._shm = shared_memory.SharedMemory(create=True, size=self.slots * self.slot_bytes)
-        self._free: Any = ctx.Queue()
-        self._out: Any = ctx.Queue()
-        self._stop = ctx.Event()
-        for s in range(self.slots):
-            self._free.put(s)
-        self._proc = ctx.Process(target=_child, name="changeling-decode", daemon=True,
-                                 args=(producer, source, self._shm.name, self.slots, self.slot_bytes, self._free,
-                                       self._out, self._stop))
+        self._free: Any = None
+        self._out: Any = None
         try:
+            # reserve the pages now: a small /dev/shm (64 MB in a default Docker container) must fail here,
+            # with an OSError the caller can fall back on, not with SIGBUS in the child at the first frame
+            fd = getattr(self._shm, "_fd", -1)
+            if fd >= 0 and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, self.slots * self.slot_bytes)
+            self._free = ctx.Queue()
+            self._out = ctx.Queue()
+            self._stop = ctx.Event()
+            for s in range(self.slots):
+                self._free.put(s)
+            self._proc = ctx.Process(target=_child, name="changeling-decode", daemon=True,
+                                     args=(producer, source, self._shm.name, self.slots, self.slot_bytes,
+                                           self._free, self._out, self._stop))
             self._proc.start()
         except BaseException:
             self._release()
@@ -154,12 +178,10 @@ class ProcessFrames:
         self.close()
 
     def _next_message(self) -> tuple[str, int | None, tuple[int, ...] | None, Any]:
-        waited = 0.0
         while True:
             try:
                 return self._out.get(timeout=_POLL_S)  # type: ignore[no-any-return]
             except queue.Empty:
-                waited += _POLL_S
                 if not self._proc.is_alive():
                     try:  # it may have put its last message just before ending
                         return self._out.get(timeout=_POLL_S)  # type: ignore[no-any-return]
@@ -167,8 +189,6 @@ class ProcessFrames:
                         pass
                     raise RuntimeError(f"{self.source.path}: the decoder process ended unexpectedly "
                                        f"(exit code {self._proc.exitcode})") from None
-                if waited > _START_TIMEOUT_S and self._proc.pid is None:
-                    raise RuntimeError(f"{self.source.path}: the decoder process did not start") from None
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -178,7 +198,7 @@ class ProcessFrames:
                     self.skipped = int(payload)
                     return
                 if kind == "error":
-                    raise payload
+                    raise _rebuilt(*payload)
                 if slot is None:
                     yield payload
                     continue
@@ -192,10 +212,12 @@ class ProcessFrames:
             self.close()
 
     def close(self) -> None:
-        """Stop the child (if it still runs) and free the shared memory. Safe to call twice."""
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
+        """Stop the child (if it still runs) and free the shared memory. Safe to call twice, and from two
+        threads (the consumer's and the one iterating)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._stop.set()
         self._proc.join(timeout=2.0)
         if self._proc.is_alive():
@@ -205,8 +227,9 @@ class ProcessFrames:
 
     def _release(self) -> None:
         for q in (self._free, self._out):
-            q.cancel_join_thread()
-            q.close()
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
         self._shm.close()
         try:
             self._shm.unlink()
