@@ -502,7 +502,7 @@ def test_an_update_that_cannot_compile_falls_back_to_the_eager_one(tmp_path: Pat
     def broken() -> None:
         raise RuntimeError("backend compiler failed\nlong details")
 
-    t._update_fn, t._update_checked = broken, False  # as a compiled update that fails on its first call
+    t._compiled_update, t._update_fn = broken, t._first_update  # as a compiled update that fails on its first call
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     with caplog.at_level("WARNING"):
         t.train_step()
@@ -515,7 +515,7 @@ def test_an_update_that_cannot_compile_falls_back_to_the_eager_one(tmp_path: Pat
         t.optimizer.step()
         raise RuntimeError("a later piece failed")
 
-    t._update_fn, t._update_checked = half_done, False
+    t._compiled_update, t._update_fn = half_done, t._first_update
     t.train_step()
     assert t._optimizer_steps() == steps + len(t.optimizer.state)  # one optimizer step, not two
     t.metrics.close()

@@ -228,10 +228,8 @@ class _Decoder:
     def __init__(self, source: FrameSource, maxsize: int) -> None:
         self._q: queue.Queue[CountedFrame | FramesEnd | BaseException] = queue.Queue(maxsize=maxsize)
         self._stop = threading.Event()
-        self.in_process = decode_process_wanted(source, many_cores=False)  # slower here on 16 cores (measured)
         self._child: ProcessFrames | None = None
-        self.child_started = False
-        self.decode_s = 0.0
+        self.decode_s = 0.0  # the decode thread's time getting frames (decoding, or waiting for the child)
         self._thread = threading.Thread(target=self._run, args=(source, maxsize), daemon=True, name="decode")
         self._thread.start()
 
@@ -246,23 +244,25 @@ class _Decoder:
 
     def _run(self, source: FrameSource, maxsize: int) -> None:
         try:
-            items: Iterable[CountedFrame | FramesEnd]
-            if self.in_process:
+            if decode_process_wanted(source, many_cores=False):  # only when asked: slower here on 16 cores
                 self._child = start_process_frames(source, counted_frames, slots=maxsize + 2)
-                self.child_started = self._child is not None
             items = self._child if self._child is not None else counted_frames(source)
-            it = iter(items)
-            while True:
-                t0 = time.perf_counter()
-                item = next(it, None)
-                self.decode_s += time.perf_counter() - t0  # decoding (or the hand-over), not waiting to put
-                if item is None or not self._put(item):
+            for item in _timed(items, self._add_decode):
+                if not self._put(item):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
         finally:
             if self._child is not None:
                 self._child.close()
+
+    def _add_decode(self, seconds: float) -> None:
+        self.decode_s += seconds
+
+    @property
+    def in_child(self) -> bool:
+        """Whether a child process did the decoding."""
+        return self._child is not None
 
     def __iter__(self) -> Iterator[CountedFrame | FramesEnd]:
         while True:
@@ -297,8 +297,8 @@ class _Sample:
     title: str
 
 
-def _timed(items: Iterable[T], report: SourceReport, stage: str) -> Iterator[T]:
-    """The items of ``items``, adding the time spent waiting for each to ``report``'s ``stage``."""
+def _timed(items: Iterable[T], add: Callable[[float], None]) -> Iterator[T]:
+    """The items of ``items``, passing the seconds spent getting each to ``add``."""
     it = iter(items)
     while True:
         t0 = time.perf_counter()
@@ -306,7 +306,7 @@ def _timed(items: Iterable[T], report: SourceReport, stage: str) -> Iterator[T]:
             item = next(it)
         except StopIteration:
             return
-        report.add_time(stage, time.perf_counter() - t0)
+        add(time.perf_counter() - t0)
         yield item
 
 
@@ -377,7 +377,7 @@ class _SourceRun:
         total = self.source.frame_count or None
         try:
             with bar(total=total, desc=source_key(self.path), unit="frame", enabled=self.progress) as pbar:
-                for item in _timed(decoder, self.report, "decode_wait"):
+                for item in _timed(decoder, lambda dt: self.report.add_time("decode_wait", dt)):
                     if isinstance(item, FramesEnd):
                         self.report.corrupt_frames += item.corrupt_after
                         if batch or skipped or corrupt:
@@ -418,7 +418,7 @@ class _SourceRun:
                     job.cancel()
             decoder.close()
             self.report.add_time("decode", decoder.decode_s)
-            self.report.decoder = "process" if decoder.child_started else "thread"
+            self.report.decoder = "process" if decoder.in_child else "thread"
             if self.store is not None:
                 self.store.close()
                 self.store = None

@@ -103,7 +103,7 @@ class BatchMarker:
             n = len(group)
             if self._stream is None:
                 marked = embed_watermark_torch(torch.from_numpy(np.stack([r.frame for r in group])).to(self.device))
-                outs = [np.asarray(m) for m in marked.cpu().numpy()]
+                outs = list(marked.cpu().numpy())
             else:
                 t0 = time.perf_counter()
                 src, dst = self._buffers(shape)

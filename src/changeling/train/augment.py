@@ -102,11 +102,6 @@ def similarity_thetas(n: int, s: AugmentSettings, g: torch.Generator, device: to
                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
 
 
-def smooth_offsets(n: int, size: int, strength: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    """(n, size, size, 2) smooth random displacements (normalised units): a coarse random grid, bicubic-upsampled."""
-    return upsample_offsets(coarse_offsets(n, strength, g, device), size)
-
-
 def coarse_offsets(n: int, strength: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
     """(n, 2, WARP_CELLS, WARP_CELLS) random displacements of the warp's control points."""
     return torch.randn((n, 2, WARP_CELLS, WARP_CELLS), generator=g, device=device) * (WARP_STD * strength)
@@ -124,11 +119,6 @@ def shift_color(rgb: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     lab = rgb_to_lab(rgb)
     light = lab[:, 0:1] * (1 + r[:, 0:1]) + 100 * r[:, 1:2]
     return lab_to_rgb(torch.cat([light, lab[:, 1:2] + 100 * r[:, 2:3], lab[:, 2:3] + 100 * r[:, 3:4]], 1))
-
-
-def jitter_color(rgb: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
-    """Random per-image lightness gain and L, a, b offsets in LAB; (B, 3, H, W) in [0, 1] -> same."""
-    return shift_color(rgb, _uniform((rgb.shape[0], 4, 1, 1), g, rgb.device) * amount)
 
 
 @dataclass(frozen=True)

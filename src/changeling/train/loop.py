@@ -362,8 +362,8 @@ class Trainer:
         self.apply_augment: ApplyFn = torch.compile(apply_draws) if self.compile else apply_draws  # type: ignore[assignment]
         # and the update (clipping, optimizer, EMA), as the reference step compiles its optimizer: eager, its
         # per-tensor kernels are most of a small model's step on a GPU
-        self._update_fn: Callable[[], None] = torch.compile(self._update) if self.compile else self._update
-        self._update_checked = not self.compile
+        self._compiled_update: Callable[[], None] = torch.compile(self._update)
+        self._update_fn: Callable[[], None] = self._first_update if self.compile else self._update
         self.batch_size = settings.batch_size or agree_min(self._fit_batch(), dist_ctx, self.device)
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
@@ -521,26 +521,27 @@ class Trainer:
             group["lr"] = self.lr()
         a, b = self.next_batch()
         losses = self._accumulate(a, b)
-        if self._update_checked:
-            self._update_fn()
-        else:  # the first compiled update: if it cannot be compiled here, the eager one will do
-            before = self._optimizer_steps()
-            try:
-                self._update_fn()
-            except Exception as exc:  # noqa: BLE001 - compiler failures have many types; memory errors do not fall back
-                if _is_oom(exc):
-                    raise
-                log.warning("the compiled optimizer step failed (%s: %s); using the eager one", type(exc).__name__,
-                            str(exc).splitlines()[0][:200] if str(exc) else "")
-                self._update_fn = self._update
-                # the compiled code runs in pieces: if the optimizer's piece ran before the failure, this
-                # step's update is in (the EMA may lag one step); else do it eagerly
-                if self._optimizer_steps() == before:
-                    self._update()
-            self._update_checked = True
+        self._update_fn()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.pending.append(losses)
+
+    def _first_update(self) -> None:
+        """The first compiled update; from then on the compiled one, or the eager one if it cannot compile."""
+        before = self._optimizer_steps()
+        try:
+            self._compiled_update()
+            self._update_fn = self._compiled_update
+        except Exception as exc:  # noqa: BLE001 - compiler failures have many types; memory errors do not fall back
+            if _is_oom(exc):
+                raise
+            log.warning("the compiled optimizer step failed (%s: %s); using the eager one", type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
+            self._update_fn = self._update
+            # the compiled code runs in pieces: if the optimizer's piece ran before the failure, this step's
+            # update is in (the EMA may lag one step); else do it eagerly
+            if self._optimizer_steps() == before:
+                self._update()
 
     def _optimizer_steps(self) -> float:
         """The optimizer's step count summed over its parameters (a sync; read once, at the first update)."""

@@ -3,9 +3,9 @@
 On a machine with many cores convert's decode thread was starved rather than slow: PyAV releases the GIL
 while libavcodec decodes, but every frame needs it back several times, and with the main thread launching GPU
 work and eight render threads busy in Python, each wait can last the interpreter's switch interval. A child
-process has its own interpreter, so nothing there waits on our threads. It decodes into a ring of frame-sized slots in one shared-memory block; only the slot number and
-the frame's small metadata go through a queue, and the consumer copies the pixels out and hands the slot
-back (one memcpy per frame).
+process has its own interpreter, so nothing there waits on our threads. It decodes into a ring of
+frame-sized slots in one shared-memory block; only the slot number and the frame's small metadata go through
+a queue, and the consumer copies the pixels out and hands the slot back (one memcpy per frame).
 
 The producer runs in the child: a picklable callable that takes the source and yields items, each either a
 :class:`TimedFrame` or an object with a ``frame`` attribute holding one (extraction's items carry counts of
@@ -54,20 +54,20 @@ def decode_process_wanted(source: FrameSource, *, many_cores: bool = True) -> bo
     return many_cores and (os.cpu_count() or 1) >= DECODE_PROCESS_FROM_CORES
 
 
-def start_process_frames(source: FrameSource, producer: Callable[[FrameSource], Iterable[Any]] | None = None, *,
+def plain_frames(source: FrameSource) -> Iterator[TimedFrame]:
+    """The source's frames as they are (the producer for convert)."""
+    yield from source
+
+
+def start_process_frames(source: FrameSource, producer: Callable[[FrameSource], Iterable[Any]] = plain_frames, *,
                          slots: int = 8) -> ProcessFrames | None:
     """A started :class:`ProcessFrames`, or ``None`` (with a warning) where the child cannot be started: the
     caller then decodes in a thread."""
     try:
-        return ProcessFrames(source, producer or plain_frames, slots=slots)
+        return ProcessFrames(source, producer, slots=slots)
     except OSError as exc:  # no shared memory, a process limit: a thread will do
         log.warning("%s: decoding in a thread (the decoder process could not start: %s)", source.path, exc)
         return None
-
-
-def plain_frames(source: FrameSource) -> Iterator[TimedFrame]:
-    """The source's frames as they are (the producer for convert)."""
-    yield from source
 
 
 def _frame_of(item: Any) -> TimedFrame | None:
