@@ -340,6 +340,18 @@ def test_max_time_stops_the_run(tmp_path: Path) -> None:
     assert ck.list_checkpoints(project.model_dir)[-1][0] == result.step
 
 
+def test_a_run_stopped_by_max_time_records_all_its_training_time(tmp_path: Path) -> None:
+    # every step is saved and previewed and the preview is slow: the run stops right after a save, with no
+    # final save, so the checkpoint must already count the preview or a resumed budget would look unspent
+    project = make_project(tmp_path / "p")
+    result = loop.train(project, settings(max_time=0.3, save_every=1, preview_every=1), progress=False,
+                        frame_preview=lambda model, step, folder: time.sleep(0.4))
+    assert result.stopped == "max_time"
+    latest = ck.latest_checkpoint(project.model_dir)
+    assert latest is not None and ck.list_checkpoints(project.model_dir)[-1][0] == result.step
+    assert ck.read_checkpoint(latest).state["trainer"]["elapsed"] >= 0.3
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 

@@ -688,12 +688,14 @@ class Trainer:
                     if self.step % CHECK_EVERY == 0 or due_save or due_preview:
                         self._flush(pbar, t_mark, examples)
                         t_mark, examples = time.perf_counter(), 0
+                    # the preview first: a checkpoint's training time then counts it, so a run stopped by
+                    # max_time right after a save (no final save) does not look short to a resumed one
+                    if due_preview:
+                        self.preview()
                     if due_save:
                         self.save()
                         log.info("step %d  loss A %.4f  loss B %.4f  %.1f ex/s  %s  saved", self.step,
                                  *self.last_losses, self.examples_per_s, _clock(time.perf_counter() - t0))
-                    if due_preview:
-                        self.preview()
                 except NonFiniteLoss as exc:
                     self.rollback(str(exc))
                     t_mark, examples = time.perf_counter(), 0
