@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from changeling.video.testclip import write_clip
+from changeling.video.yuv import frame_to_rgb
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -30,11 +31,13 @@ def audio_seconds(path: Path) -> float:
 
 
 def decode_all(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    """PyAV's own decode of ``path`` (not the reader's loop), converted to RGB as the reader converts
+    (``video.yuv.frame_to_rgb``, checked against the BT.601 table and swscale in test_yuv.py)."""
     frames, times = [], []
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         for f in c.decode(s):
-            frames.append(f.to_ndarray(format="rgb24"))
+            frames.append(frame_to_rgb(f))
             times.append(float(f.pts * s.time_base))
     return frames, times
 

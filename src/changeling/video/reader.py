@@ -11,12 +11,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 from changeling.errors import UserError
 from changeling.types import Frame
 from changeling.video.images import is_image_path, read_image
 from changeling.video.probe import VideoInfo, check_readable_file, open_container, probe
+from changeling.video.yuv import frame_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ class FrameSource:
                         t = float(index / self.fps)
                     else:
                         t = float(frame.pts * tb)
-                    image = frame.to_ndarray(format="rgb24", threads=0)  # swscale on all cores, same pixels
-                    yield TimedFrame(index=index, time=t, pts=frame.pts, image=np.ascontiguousarray(image))
+                    yield TimedFrame(index=index, time=t, pts=frame.pts, image=frame_to_rgb(frame))
                     index += 1
         if index == 0:
             raise UserError("no frame could be decoded (truncated or damaged video?)", self.path)
