@@ -241,6 +241,50 @@ def test_an_exception_leaves_nothing_under_the_final_name(video: Path, tmp_path:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"], kind
 
 
+class _AskedFaces(FakeFaces):
+    """FakeFaces that counts the batches it has been asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(no_face=set())
+        self.asked = 0
+        self.changed = threading.Condition()
+
+    def faces(self, frames: Sequence[TimedFrame]) -> list[list[DetectedFace]]:
+        with self.changed:
+            self.asked += 1
+            self.changed.notify_all()
+        return super().faces(frames)
+
+
+class _WaitingModel(TintModel):
+    """TintModel that, handed batch k, waits until the face source has been asked for batch k + 1: that can
+    only happen if the model runs beside the main thread's planning of the next batch."""
+
+    def __init__(self, faces: _AskedFaces) -> None:
+        super().__init__()
+        self.faces = faces
+        self.overlapped = 0
+        self.threads: set[str] = set()
+
+    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.threads.add(threading.current_thread().name)
+        batch = self.calls + 1
+        with self.faces.changed:
+            if self.faces.changed.wait_for(lambda: self.faces.asked > batch, timeout=10):
+                self.overlapped += 1
+        return super().__call__(crops)
+
+
+def test_the_model_runs_beside_the_next_batchs_planning(video: Path, tmp_path: Path) -> None:
+    faces = _AskedFaces()
+    model = _WaitingModel(faces)
+    report = _converter(faces=faces, swapper=model, batch_size=4).run(video, tmp_path / "o")
+    assert report.frames == report.frames_swapped == N
+    assert model.calls == faces.asked == N // 4
+    assert model.overlapped == N // 4 - 1  # the last batch has no next one to wait for
+    assert threading.current_thread().name not in model.threads
+
+
 def test_a_failing_writer_stops_the_run(video: Path, tmp_path: Path) -> None:
     class Broken:
         path = tmp_path / "x"

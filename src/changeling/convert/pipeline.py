@@ -2,7 +2,8 @@
 
 Stages, each overlapping the others::
 
-    decode thread ──▶ main: faces (store or tracker) → choose → smooth → align → crop → model in batches
+    decode thread ──▶ main: faces (store or tracker) → choose → smooth → align → crop, in batches
+                      ──▶ model thread: the swap, one batch behind the main thread
                       ──▶ render pool: colour → mask → sharpen → paste back → watermark
                       ──▶ write thread: encode / save, in frame order
 
@@ -194,6 +195,12 @@ class Converter:
 
     def prepare(self, frames: Sequence[TimedFrame], smoother: LandmarkSmoother | None = None) -> list[FramePlan]:
         """Find, choose, smooth and align the faces of a batch of frames, and run the model on their crops."""
+        plans = self.plan(frames, smoother)
+        self.swap(plans)
+        return plans
+
+    def plan(self, frames: Sequence[TimedFrame], smoother: LandmarkSmoother | None = None) -> list[FramePlan]:
+        """Find, choose, smooth and align the faces of a batch of frames and crop them (no model yet)."""
         r, face_type = int(self.swapper.resolution), self.swapper.face_type
         t0 = time.perf_counter()
         detected = self.faces.faces(frames)
@@ -216,15 +223,20 @@ class Converter:
                 fjobs.append(FaceJob(i, lm, affine, crop))
             jobs.extend(fjobs)
             plans.append(FramePlan(tf, fjobs))
+        self.timer.add("align", time.perf_counter() - t1)
+        return plans
+
+    def swap(self, plans: Sequence[FramePlan]) -> None:
+        """Run the model on the planned crops, in batches of ``batch_size`` faces; fills each job's swapped face
+        and predicted mask."""
         t2 = time.perf_counter()
-        self.timer.add("align", t2 - t1)
+        jobs = [job for plan in plans for job in plan.faces]
         for start in range(0, len(jobs), self.batch_size):
             part = jobs[start:start + self.batch_size]
             faces, masks = self.swapper(np.stack([j.crop for j in part]))
             for j, f, m in zip(part, faces, masks, strict=True):
                 j.swapped, j.predicted_mask = f, m
         self.timer.add("model", time.perf_counter() - t2)
-        return plans
 
     def render(self, plan: FramePlan, color: ColorMatcher | None = None) -> RenderedFrame:
         """Colour-match, mask, sharpen and paste every face of a planned frame; watermark it if it changed."""
@@ -290,6 +302,10 @@ class Converter:
         smoother = LandmarkSmoother(params_for_strength(self.smooth))
         pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render") if self.workers > 0 else None
+        # the model runs in a thread of its own, one batch behind: the main thread plans the next batch (faces,
+        # smoothing, crops) while the model works on this one
+        model = ThreadPoolExecutor(1, thread_name_prefix="model")
+        pending: tuple[list[FramePlan], Future[None]] | None = None
         # on many cores the frames are decoded in a child process (its own GIL), else in the decode thread
         child = start_process_frames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
         decoder = threading.Thread(target=self._decode, args=(child or frames, decoded, stop), name="decode",
@@ -310,17 +326,16 @@ class Converter:
                 if item is not _END:
                     chunk.append(item)
                 if chunk and (item is _END or len(chunk) >= self.batch_size):
-                    for plan in self.prepare(chunk, smoother):
-                        fut: Future[tuple[RenderedFrame, object]]
-                        if pool is None:
-                            fut = Future()
-                            fut.set_result(self._finish(plan, writer))
-                        else:
-                            fut = pool.submit(self._finish, plan, writer)
-                        self._put(ready, fut, stop, errors)
+                    plans = self.plan(chunk, smoother)
+                    swapped = model.submit(self.swap, plans)
+                    if pending is not None:
+                        self._hand_over(*pending, pool, writer, ready, stop, errors)
+                    pending = (plans, swapped)
                     chunk = []
                 if item is _END:
                     break
+            if pending is not None:
+                self._hand_over(*pending, pool, writer, ready, stop, errors)
             self._put(ready, _END, stop, errors)
             writer_thread.join()
             if errors:
@@ -333,6 +348,7 @@ class Converter:
             raise
         finally:
             stop.set()
+            model.shutdown(wait=True, cancel_futures=True)
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             decoder.join(timeout=30)
@@ -351,6 +367,21 @@ class Converter:
         return report
 
     # -- threads --
+
+    def _hand_over(self, plans: list[FramePlan], swapped: Future[None], pool: ThreadPoolExecutor | None,
+                   writer: FrameWriter, ready: queue.Queue[Any], stop: threading.Event,
+                   errors: list[BaseException]) -> None:
+        """Once the model has done ``plans`` (its error raised here), render them: in the pool, in frame order
+        on the writer's queue."""
+        swapped.result()
+        for plan in plans:
+            fut: Future[tuple[RenderedFrame, object]]
+            if pool is None:
+                fut = Future()
+                fut.set_result(self._finish(plan, writer))
+            else:
+                fut = pool.submit(self._finish, plan, writer)
+            self._put(ready, fut, stop, errors)
 
     def _finish(self, plan: FramePlan, writer: FrameWriter) -> tuple[RenderedFrame, object]:
         """Render a frame and do the writer's unordered share of the work (runs in the render pool)."""
