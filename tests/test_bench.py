@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from changeling.bench.runner import record, run_cases
@@ -77,6 +78,25 @@ def test_convert_bench_splits_the_render_time(tmp_path: Path) -> None:
     parts = ("render_mask", "render_color", "render_paste", "render_mark")
     assert all(st[p] > 0 for p in parts) and st["render_cpu"] > 0
     assert sum(st[p] for p in parts) <= st["render"] * 1.01 + 0.05  # the parts are inside the whole
+    assert "cpu_marker_fps" not in out  # the CPU's marker is the NumPy one: nothing to compare
+
+
+def test_convert_bench_compares_another_marker_with_the_numpy_one(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from changeling.bench.convert_bench import bench_convert
+    from changeling.provenance import watermark
+
+    calls: list[int] = []
+
+    def other_marker(frame: np.ndarray) -> np.ndarray:  # stands in for the GPU's batched marker
+        calls.append(1)
+        return watermark.embed_watermark(frame)
+
+    monkeypatch.setattr(watermark, "watermark_marker", lambda device: other_marker)
+    out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path, cpu_marker_too=True)
+    assert len(calls) == 6  # the first run used the stand-in, the second did not
+    assert out["cpu_marker_fps"] > 0 and out["cpu_marker_stages_ms"]["render_mark"] > 0
+    assert {"cpu_marker_fps", "cpu_marker_stages_ms"} <= set(out["detail_keys"])
 
 
 def test_decode_bench_measures_the_software_path_and_reports_a_failed_hardware_one() -> None:
@@ -84,6 +104,7 @@ def test_decode_bench_measures_the_software_path_and_reports_a_failed_hardware_o
 
     out = decode_720p("cpu", 1, quick=True, frames=12)
     assert out["frames"] == 12 and out["value"] > 0 and "hw_frames_per_s" not in out
+    assert out["swscale_frames_per_s"] > 0 and "swscale_frames_per_s" in out["detail_keys"]
     try:
         import torch
 

@@ -102,15 +102,17 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: float = 30.
 
 def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 120, *, color: str = "rct",
                   mask: str = "combined", batch_size: int = 8, workers: int = 0,
-                  work_dir: Path | None = None) -> dict[str, Any]:
+                  work_dir: Path | None = None, cpu_marker_too: bool = False) -> dict[str, Any]:
     """Convert a synthetic ``resolution`` clip of ``frames`` frames with a random ``tiny`` model on ``device``.
 
     Returns ``fps`` (frames per second of the whole run, encoding included), ``seconds``, and ``stages_ms``:
     milliseconds per frame of work in each stage (summed over the threads that do it, so they overlap and
-    add up to more than the wall time per frame).
+    add up to more than the wall time per frame). With ``cpu_marker_too`` on a GPU, the same clip is
+    converted again with the NumPy watermark in the render threads instead of the batched GPU marker:
+    ``cpu_marker_fps`` and ``cpu_marker_stages_ms``.
     """
     from changeling.models.registry import create_model
-    from changeling.provenance.watermark import watermark_marker
+    from changeling.provenance.watermark import embed_watermark, watermark_marker
 
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
@@ -123,25 +125,38 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         clip = make_clip(Path(tmp) / f"bench_{resolution}.mp4", width, height, frames)
         side = int(height * FACE_SHARE)
+
+        def run(marker: Any, name: str) -> tuple[float, Any]:
+            conv = Converter(faces=_KnownFaces(width, height, side), swapper=swapper, color=color_matcher(color),
+                             masks=MaskBuilder(mask, 0, 8),  # type: ignore[arg-type]
+                             writer_factory=provenance_writer_factory("video", crf=18), marker=marker,
+                             batch_size=batch_size, workers=n_workers, progress=False)
+            with torch_threads(1 if dev.type == "cpu" else None):
+                t0 = time.perf_counter()
+                report = conv.run(clip, Path(tmp) / name)
+                return time.perf_counter() - t0, report
+
         marker = watermark_marker(dev)
-        conv = Converter(faces=_KnownFaces(width, height, side), swapper=swapper, color=color_matcher(color),
-                         masks=MaskBuilder(mask, 0, 8),  # type: ignore[arg-type]
-                         writer_factory=provenance_writer_factory("video", crf=18), marker=marker,
-                         batch_size=batch_size, workers=n_workers, progress=False)
-        with torch_threads(1 if dev.type == "cpu" else None):
-            t0 = time.perf_counter()
-            report = conv.run(clip, Path(tmp) / "out.mp4")
-            wall = time.perf_counter() - t0
+        wall, report = run(marker, "out.mp4")
+        extra: dict[str, Any] = {}
+        if cpu_marker_too and marker is not embed_watermark:  # (on the CPU it is the NumPy one already)
+            cpu_wall, cpu_report = run(embed_watermark, "out_cpu_marker.mp4")
+            extra = {"cpu_marker_fps": round(cpu_report.frames / cpu_wall, 2),
+                     "cpu_marker_stages_ms": _per_frame(cpu_report.stages, cpu_report.frames)}
     spent = dict(report.stages)
     # the GPU watermark's own thread (a BatchMarker): where its time per frame goes
     spent.update({f"marker_{k}": v for k, v in getattr(marker, "seconds", {}).items()})
-    stages = {k: round(1000 * v / max(report.frames, 1), 2) for k, v in sorted(spent.items())}
     return {"value": round(report.frames / wall, 2), "unit": "frames/s", "fps": round(report.frames / wall, 2),
             "seconds": round(wall, 2), "frames": report.frames, "faces": report.faces_swapped,
             "resolution": resolution, "device": str(dev), "color": color, "mask": mask, "batch_size": batch_size,
-            "workers": n_workers, "stages_ms": stages,
+            "workers": n_workers, "stages_ms": _per_frame(spent, report.frames), **extra,
             "target": ">= 20 frames/s on a 2-core CPU (720p); >= 150 on an H100 (1080p)",
-            "detail_keys": ["stages_ms", "workers", "batch_size"]}
+            "detail_keys": ["stages_ms", "workers", "batch_size", *extra]}
+
+
+def _per_frame(seconds: dict[str, float], frames: int) -> dict[str, float]:
+    """Milliseconds per frame of each stage."""
+    return {k: round(1000 * v / max(frames, 1), 2) for k, v in sorted(seconds.items())}
 
 
 def io_ceiling(resolution: str = "720p", frames: int = 120, work_dir: Path | None = None) -> dict[str, float]:
