@@ -146,14 +146,16 @@ def _decode_rate(clip: Path, hwaccel: Any = None, keep_every: int = 0,
                  to_rgb: Callable[[Any], np.ndarray] | None = None) -> tuple[float, list[np.ndarray]]:
     """Frames per second of decoding ``clip`` to RGB the way the reader does (frame threads,
     ``video.yuv.frame_to_rgb``) or with ``to_rgb``, optionally through ``hwaccel``; every ``keep_every``-th
-    frame is kept for comparison."""
+    frame is kept for comparison. OpenCV runs on one thread, as inside extraction and convert (swscale's
+    ``threads=0`` still uses every core)."""
     import av
 
+    from changeling.threads import opencv_threads
     from changeling.video.yuv import frame_to_rgb
 
     convert = to_rgb or frame_to_rgb
     kept: list[np.ndarray] = []
-    with av.open(str(clip), hwaccel=hwaccel) as container:
+    with opencv_threads(1), av.open(str(clip), hwaccel=hwaccel) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         t0 = time.perf_counter()
