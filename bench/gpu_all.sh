@@ -15,7 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, os; print('torch', torch.__version__, torch.cuda.get_device_name(0), os.cpu_count(), 'cpus')"
-[ -n "${CHECKS-1}" ] && timeout -k 5 "${CHECKS_SECONDS:-40}" python3 bench/gpu_checks.py  # CHECKS= skips them
+[ -n "${CHECKS-1}" ] && timeout -k 5 "${CHECKS_SECONDS:-60}" python3 bench/gpu_checks.py  # CHECKS= skips them
 plan=${CASES:-"train-df128:150:full extract-720p:45 decode-720p:30 convert-1080p:50 time-to-recognisable:100 train-df256:60 \
 train-ddp:45 train-liae128:30 convert-720p:30 train-tiny:25"}
 for entry in $plan; do

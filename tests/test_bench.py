@@ -72,7 +72,7 @@ def test_extract_report_says_where_the_time_went(tmp_path: Path) -> None:
 def test_convert_bench_splits_the_render_time(tmp_path: Path) -> None:
     from changeling.bench.convert_bench import bench_convert
 
-    out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path)
+    out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path, cpu_marker_too=True)
     st = out["stages_ms"]
     assert out["frames"] == 6 and out["faces"] == 6
     parts = ("render_mask", "render_color", "render_paste", "render_mark")
@@ -93,10 +93,14 @@ def test_convert_bench_compares_another_marker_with_the_numpy_one(tmp_path: Path
         return watermark.embed_watermark(frame)
 
     monkeypatch.setattr(watermark, "watermark_marker", lambda device: other_marker)
-    out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path, cpu_marker_too=True)
-    assert len(calls) == 6  # the first run used the stand-in, the second did not
-    assert out["cpu_marker_fps"] > 0 and out["cpu_marker_stages_ms"]["render_mark"] > 0
-    assert {"cpu_marker_fps", "cpu_marker_stages_ms"} <= set(out["detail_keys"])
+    for first in (False, True):
+        calls.clear()
+        out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path, cpu_marker_too=True,
+                            cpu_marker_first=first)
+        assert len(calls) == 6  # one run used the stand-in, the other did not
+        assert out["frames"] == 6 and out["stages_ms"]["render_mark"] > 0
+        assert out["cpu_marker_fps"] > 0 and out["cpu_marker_stages_ms"]["render_mark"] > 0
+        assert {"cpu_marker_fps", "cpu_marker_stages_ms"} <= set(out["detail_keys"])
 
 
 def test_decode_bench_measures_the_software_path_and_reports_a_failed_hardware_one() -> None:

@@ -269,8 +269,9 @@ class _WaitingModel(TintModel):
     def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.threads.add(threading.current_thread().name)
         batch = self.calls + 1
+        last = batch * 4 >= N  # no next batch to wait for
         with self.faces.changed:
-            if self.faces.changed.wait_for(lambda: self.faces.asked > batch, timeout=10):
+            if not last and self.faces.changed.wait_for(lambda: self.faces.asked > batch, timeout=10):
                 self.overlapped += 1
         return super().__call__(crops)
 

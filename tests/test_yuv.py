@@ -80,3 +80,31 @@ def test_the_reader_gets_back_what_was_written(tmp_path: Path, encoder: str) -> 
         err_ours = np.abs(a.astype(int) - original).mean()
         err_swscale = np.abs(b.astype(int) - original).mean()
         assert err_ours <= err_swscale and err_ours < 5, (err_ours, err_swscale)  # (the pattern wraps: sharp edges)
+
+
+def _bt601_reference(frame: av.VideoFrame) -> np.ndarray:
+    """RGB from the frame's own planes (read with their row padding), by the Rec. 601 video-range formulas."""
+    h, w = frame.height, frame.width
+    planes = []
+    for i, (ph, pw) in enumerate([(h, w), (h // 2, w // 2), (h // 2, w // 2)]):
+        plane = frame.planes[i]
+        rows = np.frombuffer(bytes(plane), np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+        planes.append(rows.astype(np.float64))
+    y = (planes[0] - 16) * 255 / 219
+    u = np.repeat(np.repeat(planes[1] - 128, 2, 0), 2, 1) * 255 / 224
+    v = np.repeat(np.repeat(planes[2] - 128, 2, 0), 2, 1) * 255 / 224
+    rgb = np.stack([y + 1.402 * v, y - 0.344136 * u - 0.714136 * v, y + 1.772 * u], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("width", "height"), [(98, 66), (642, 362)])  # rows padded; height % 4 == 2
+def test_padded_rows_and_odd_half_heights_convert_like_the_formula(tmp_path: Path, width: int, height: int) -> None:
+    images = [pattern_frame(i, width, height) for i in range(2)]
+    clip = write_clip(tmp_path / "c.mp4", width=width, height=height, fps=25, images=images, audio=None, crf=0)
+    with av.open(str(clip)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 2
+    for frame in frames:
+        assert opencv_converts(frame) and frame.planes[0].line_size > width  # the planes carry padding
+        diff = np.abs(frame_to_rgb(frame).astype(int) - _bt601_reference(frame))
+        assert diff.max() <= 2, diff.max()

@@ -102,14 +102,16 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: float = 30.
 
 def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 120, *, color: str = "rct",
                   mask: str = "combined", batch_size: int = 8, workers: int = 0,
-                  work_dir: Path | None = None, cpu_marker_too: bool = False) -> dict[str, Any]:
+                  work_dir: Path | None = None, cpu_marker_too: bool = False,
+                  cpu_marker_first: bool = False) -> dict[str, Any]:
     """Convert a synthetic ``resolution`` clip of ``frames`` frames with a random ``tiny`` model on ``device``.
 
     Returns ``fps`` (frames per second of the whole run, encoding included), ``seconds``, and ``stages_ms``:
     milliseconds per frame of work in each stage (summed over the threads that do it, so they overlap and
     add up to more than the wall time per frame). With ``cpu_marker_too`` on a GPU, the same clip is
     converted again with the NumPy watermark in the render threads instead of the batched GPU marker:
-    ``cpu_marker_fps`` and ``cpu_marker_stages_ms``.
+    ``cpu_marker_fps`` and ``cpu_marker_stages_ms`` (before the main run with ``cpu_marker_first``, so repeats
+    can alternate the order).
     """
     from changeling.models.registry import create_model
     from changeling.provenance.watermark import embed_watermark, watermark_marker
@@ -137,10 +139,14 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
                 return time.perf_counter() - t0, report
 
         marker = watermark_marker(dev)
-        wall, report = run(marker, "out.mp4")
+        compare = cpu_marker_too and marker is not embed_watermark  # (on the CPU it is the NumPy one already)
         extra: dict[str, Any] = {}
-        if cpu_marker_too and marker is not embed_watermark:  # (on the CPU it is the NumPy one already)
+        if compare and cpu_marker_first:
             cpu_wall, cpu_report = run(embed_watermark, "out_cpu_marker.mp4")
+        wall, report = run(marker, "out.mp4")
+        if compare and not cpu_marker_first:
+            cpu_wall, cpu_report = run(embed_watermark, "out_cpu_marker.mp4")
+        if compare:
             extra = {"cpu_marker_fps": round(cpu_report.frames / cpu_wall, 2),
                      "cpu_marker_stages_ms": _per_frame(cpu_report.stages, cpu_report.frames)}
     spent = dict(report.stages)

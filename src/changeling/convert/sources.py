@@ -136,7 +136,9 @@ class ModelSwapper:
     """A trained pair model as the converter's :class:`~changeling.convert.pipeline.Swapper`.
 
     ``model.swap(faces (N, 3, R, R) float [0, 1], to=side)`` must return an object with ``face`` (N, 3, R, R)
-    and ``mask`` (N, 1, R, R) in [0, 1]. On CUDA the forward pass runs under bf16 autocast.
+    and ``mask`` (N, 1, R, R) in [0, 1]. On CUDA the forward pass runs under bf16 autocast, on a stream of its
+    own: convert calls it from its model thread while the main thread may run the detector on the default
+    stream, and neither's synchronising download should wait for the other's kernels.
     """
 
     def __init__(self, model: Any, *, resolution: int, face_type: FaceType, to: Side,
@@ -146,18 +148,30 @@ class ModelSwapper:
         self.face_type = face_type
         self.to: Side = to
         self.device = torch.device(device)
+        self._stream: torch.cuda.Stream | None = None
+
+    def _own_stream(self) -> torch.cuda.Stream:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the weights' upload, once
+        return self._stream
 
     def __call__(self, crops: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         r = self.resolution
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (r, r, 3):
             raise ValueError(f"expected (N, {r}, {r}, 3) uint8 crops, got {crops.shape} {crops.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(crops))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        if self.device.type != "cuda":
+            return self._run(x)
+        with torch.cuda.stream(self._own_stream()):
+            return self._run(x.pin_memory().to(self.device, non_blocking=True))
+
+    def _run(self, x: torch.Tensor) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, R, R)
         with torch.inference_mode():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 out = self.model.swap(x, to=self.to)
+            # .cpu() waits for this stream's work (the current one) before it copies
             face = out.face.float().clamp(0, 1).permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (N, R, R, 3)
             mask = out.mask.float().clamp(0, 1)[:, 0].contiguous().cpu().numpy()  # (N, R, R)
         return face.astype(np.float32, copy=False), mask.astype(np.float32, copy=False)

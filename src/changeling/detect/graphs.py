@@ -4,6 +4,8 @@ Each network is a few hundred tiny kernels, so on a GPU the time goes into launc
 than into the arithmetic. A captured CUDA graph launches them all at once. Graphs are captured lazily for batch
 sizes 1, 2, 4, ... up to the largest batch used; a batch is padded up to the next captured size and the padding
 rows are dropped from the outputs. Any failure to capture falls back to the plain network, with a warning.
+Captures may happen while other threads use the GPU (convert's model and watermark threads): capture errors
+are thread-local, and the graph's memory pool takes only the capturing stream's allocations.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class GraphedNetwork:
                     self.net(static_input)
             torch.cuda.current_stream(like.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with exact_fp32(like.device), torch.cuda.graph(graph, pool=self._pool):
+            # thread-local: convert's model thread and the watermark thread keep using the GPU while the main
+            # thread captures (the default, "global", would fail their allocations and syncs meanwhile)
+            with exact_fp32(like.device), torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 static_output = self.net(static_input)
             captured = _Captured(graph, static_input, static_output)
             self._graphs[key] = captured

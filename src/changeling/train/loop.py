@@ -690,7 +690,7 @@ class Trainer:
                         t_mark, examples = time.perf_counter(), 0
                     # the preview first: a checkpoint's training time then counts it, so a run stopped by
                     # max_time right after a save (no final save) does not look short to a resumed one
-                    if due_preview:
+                    if due_preview and not (due_save and not self._weights_finite()):  # (save raises below)
                         self.preview()
                     if due_save:
                         self.save()
