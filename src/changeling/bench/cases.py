@@ -138,10 +138,6 @@ def extract_720p(device: str, repeats: int, quick: bool = False, frames: int = 2
             "detail_keys": ["frames", "runs", "decoder", "stages_ms"]}
 
 
-def _swscale_rgb(frame: Any) -> np.ndarray:
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", threads=0))
-
-
 def _decode_rate(clip: Path, hwaccel: Any = None, keep_every: int = 0,
                  to_rgb: Callable[[Any], np.ndarray] | None = None) -> tuple[float, list[np.ndarray]]:
     """Frames per second of decoding ``clip`` to RGB the way the reader does (frame threads,
@@ -190,6 +186,7 @@ def decode_720p(device: str, repeats: int, quick: bool = False, frames: int = 48
     FFmpeg's NVDEC path (PyAV's ``HWAccel("cuda")``), with the largest pixel difference between the two.
     Extraction on the H100 waits on its decoder; this case says what hardware decoding would give."""
     from changeling.video.testclip import write_clip
+    from changeling.video.yuv import swscale_rgb
 
     n = frames if quick or device == "cpu" else 2 * frames
     out: dict[str, Any] = {"unit": "frames/s", "target": "- (extract-720p's decoder)", "frames": n}
@@ -200,7 +197,7 @@ def decode_720p(device: str, repeats: int, quick: bool = False, frames: int = 48
         runs, sws_runs = [], []
         for _ in range(max(1, repeats)):  # alternating: the reader's conversion against swscale for every frame
             runs.append(_decode_rate(clip)[0])
-            sws_runs.append(_decode_rate(clip, to_rgb=_swscale_rgb)[0])
+            sws_runs.append(_decode_rate(clip, to_rgb=swscale_rgb)[0])
         out.update(value=float(np.median(runs)), runs=[round(r, 1) for r in runs],
                    swscale_frames_per_s=round(float(np.median(sws_runs)), 1))
         out["process_frames_per_s"] = round(float(np.median([_process_decode_rate(clip)
@@ -215,8 +212,8 @@ def decode_720p(device: str, repeats: int, quick: bool = False, frames: int = 48
                 _decode_rate(clip, hw)  # warm-up
                 hw_runs = [_decode_rate(clip, hw)[0] for _ in range(max(1, repeats))]
                 # (both through swscale: the difference is the decoders')
-                _, sw_frames = _decode_rate(clip, keep_every=16, to_rgb=_swscale_rgb)
-                _, hw_frames = _decode_rate(clip, hw, keep_every=16, to_rgb=_swscale_rgb)
+                _, sw_frames = _decode_rate(clip, keep_every=16, to_rgb=swscale_rgb)
+                _, hw_frames = _decode_rate(clip, hw, keep_every=16, to_rgb=swscale_rgb)
                 diff = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(sw_frames, hw_frames,
                                                                                      strict=True))
                 out.update(hw_frames_per_s=round(float(np.median(hw_runs)), 1), hw_max_diff=diff)

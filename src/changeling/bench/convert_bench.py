@@ -139,16 +139,17 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
                 return time.perf_counter() - t0, report
 
         marker = watermark_marker(dev)
-        compare = cpu_marker_too and marker is not embed_watermark  # (on the CPU it is the NumPy one already)
-        extra: dict[str, Any] = {}
-        if compare and cpu_marker_first:
-            cpu_wall, cpu_report = run(embed_watermark, "out_cpu_marker.mp4")
-        wall, report = run(marker, "out.mp4")
-        if compare and not cpu_marker_first:
-            cpu_wall, cpu_report = run(embed_watermark, "out_cpu_marker.mp4")
-        if compare:
-            extra = {"cpu_marker_fps": round(cpu_report.frames / cpu_wall, 2),
-                     "cpu_marker_stages_ms": _per_frame(cpu_report.stages, cpu_report.frames)}
+        plan = {"out.mp4": marker}
+        if cpu_marker_too and marker is not embed_watermark:  # (on the CPU it is the NumPy one already)
+            plan["out_cpu_marker.mp4"] = embed_watermark
+        order = list(plan)[::-1] if cpu_marker_first else list(plan)
+        done = {name: run(plan[name], name) for name in order}
+    wall, report = done["out.mp4"]
+    extra: dict[str, Any] = {}
+    if "out_cpu_marker.mp4" in done:
+        cpu_wall, cpu_report = done["out_cpu_marker.mp4"]
+        extra = {"cpu_marker_fps": round(cpu_report.frames / cpu_wall, 2),
+                 "cpu_marker_stages_ms": _per_frame(cpu_report.stages, cpu_report.frames)}
     spent = dict(report.stages)
     # the GPU watermark's own thread (a BatchMarker): where its time per frame goes
     spent.update({f"marker_{k}": v for k, v in getattr(marker, "seconds", {}).items()})

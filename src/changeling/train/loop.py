@@ -578,13 +578,14 @@ class Trainer:
         bar_.update(self.step - bar_.n)
         bar_.set_postfix_str(f"loss A {la:.4f} B {lb:.4f} {self.examples_per_s:.1f} ex/s")
 
-    def _weights_finite(self) -> bool:
-        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all())
+    def _check_finite(self) -> None:
+        """Raise :class:`NonFiniteLoss` if any weight is not finite (one sync)."""
+        if not bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
+            raise NonFiniteLoss(f"weights are not finite at step {self.step}")
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current state (not if the weights are not finite)."""
-        if not self._weights_finite():
-            raise NonFiniteLoss(f"weights are not finite at step {self.step}")
+        self._check_finite()
         trainer = {"lr_scale": self.lr_scale, "history": [list(h) for h in self.history],
                    "samplers": {"A": self.sampler_a.state(), "B": self.sampler_b.state()},
                    "elapsed": self.elapsed_before + (time.perf_counter() - self._t_start),
@@ -689,8 +690,11 @@ class Trainer:
                         self._flush(pbar, t_mark, examples)
                         t_mark, examples = time.perf_counter(), 0
                     # the preview first: a checkpoint's training time then counts it, so a run stopped by
-                    # max_time right after a save (no final save) does not look short to a resumed one
-                    if due_preview and not (due_save and not self._weights_finite()):  # (save raises below)
+                    # max_time right after a save (no final save) does not look short to a resumed one; but
+                    # no preview of weights that the save would refuse
+                    if due_save:
+                        self._check_finite()
+                    if due_preview:
                         self.preview()
                     if due_save:
                         self.save()

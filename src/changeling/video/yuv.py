@@ -32,4 +32,9 @@ def frame_to_rgb(frame: av.VideoFrame) -> Frame:
     if opencv_converts(frame):
         planes = frame.to_ndarray()  # (H * 3 / 2, W): Y, then U, then V, without row padding
         return np.asarray(cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420))
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", threads=0))  # swscale on all cores
+    return swscale_rgb(frame)
+
+
+def swscale_rgb(frame: av.VideoFrame) -> Frame:
+    """``frame`` as RGB through FFmpeg's swscale on all cores (any layout, its colour tags read)."""
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", threads=0))
