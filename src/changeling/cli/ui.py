@@ -22,13 +22,17 @@ _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|tb)\s*$", re.I)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="open the web UI (pip install 'changeling[ui]')", description=(
         "Serve the web UI: projects, extract, train with a live preview, convert and verify in a browser. It "
-        "binds to 127.0.0.1 (this machine only) unless --host says otherwise. Jobs started from the page are "
-        "child processes that keep running when the page or the server closes; reopening shows them again."))
+        "binds to 127.0.0.1 (this machine only) unless --host says otherwise. The address it prints carries a "
+        "random token drawn at each start: open that address (the browser then keeps a session cookie); "
+        "without it the server answers nothing. Jobs started from the page are child processes that keep "
+        "running when the page or the server closes; reopening shows them again."))
     p.add_argument("--project", "-p", type=Path, default=None,
                    help="project folder to open (created if missing); new projects are made next to it. Default: "
                         "projects live in the current folder")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it to the network)")
+                   help="address to bind, and the name the browser must use (default: 127.0.0.1, this machine "
+                        "only, reached as 127.0.0.1, localhost or [::1]; 0.0.0.0 exposes it to the network, "
+                        "reached by any of this machine's addresses or its host name)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD",
                    help=f"require this login (other users of this machine can read command lines; {AUTH_ENV} in "
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             blocks, url = serve(ws, ServeOptions(host=args.host, port=args.port, auth=auth, max_upload=max_upload))
         except OSError as exc:
             raise UserError(f"cannot serve on {args.host}:{args.port} ({exc})") from None
-        print(f"changeling ui: open {url} in a browser (projects in {ws.home}); Ctrl+C stops the server")
+        print(f"changeling ui: open {url} in a browser (projects in {ws.home}; the token in the address is "
+              "this run's key to the page); Ctrl+C stops the server")
         blocks.block_thread()
     except KeyboardInterrupt:
         pass

@@ -10,8 +10,11 @@ would type (:mod:`changeling.ui.jobs`): one per project at a time, they survive 
 browser, and a reopened page shows their state again. Short work (sample clips, the convert preview of one
 frame, verify) runs in the server process through the Python API.
 
-Security: the server binds 127.0.0.1 unless told otherwise, can require a login, serves only files inside
-the open project (and Gradio's upload folder), refuses oversized uploads, sends no analytics and makes the
+Security: the server binds 127.0.0.1 unless told otherwise; answers only to its own host names, only
+requests from its own page, and only browsers that opened the address with this launch's token
+(:mod:`changeling.ui.gate`); can require a login; serves only files inside the open project (and Gradio's
+upload folder), and only images and videos inline (:mod:`changeling.ui.paths`); hands the page only files
+inside the project, whatever a link in it says; refuses oversized uploads, sends no analytics and makes the
 page fetch nothing from the internet (system fonts, no CDN).
 """
 
@@ -33,7 +36,8 @@ import gradio as gr
 from changeling.config import ConvertSettings, ExtractSettings, TrainSettings
 from changeling.errors import UserError
 from changeling.project import Project
-from changeling.ui import state
+from changeling.ui import paths, state
+from changeling.ui.gate import Gate, Site
 from changeling.ui.paths import FileGuard
 from changeling.ui.workspace import SIDES, Workspace
 
@@ -286,8 +290,11 @@ def build_blocks(ws: Workspace) -> Any:
             faces = list_faces(project.faces_dir(side))
             n_pages = max(1, -(-len(faces) // FACES_PER_PAGE))
             p = min(max(1, int(page_no or 1)), n_pages)
-            shown = faces[(p - 1) * FACES_PER_PAGE: p * FACES_PER_PAGE]
-            return ([(str(f), f.stem) for f in shown], [str(f) for f in shown],
+            # a face file that is a link out of the project is left out (the page gets resolved paths)
+            start = (p - 1) * FACES_PER_PAGE
+            page_faces = [(f, paths.servable(project.root, f)) for f in faces[start:start + FACES_PER_PAGE]]
+            shown = [(f, real) for f, real in page_faces if real is not None]
+            return ([(str(real), f.stem) for f, real in shown], [str(f) for f, _ in shown],
                     f"**{len(faces)}** faces of {side} (page {p} of {n_pages})")
 
         def dir_sig(p: Path) -> int:
@@ -303,6 +310,11 @@ def build_blocks(ws: Workspace) -> Any:
 
         def output_names(project: Project | None) -> list[str]:
             return [p.name for p in state.media_files(project.output_dir)] if project is not None else []
+
+        def shown_file(project: Project, path: Path) -> str | None:
+            """``path`` as the page may get it: resolved, if it is a file inside the project."""
+            real = paths.servable(project.root, path)
+            return str(real) if real is not None else None
 
         def header(project: Project, now: float | None = None) -> str:
             """The status line above the tabs: the project, its job, and the job's last output line while it
@@ -354,7 +366,7 @@ def build_blocks(ws: Workspace) -> Any:
             put(summary_md, "summary", dirs, lambda: state.summarize(project).markdown())
 
             grid = project.root.joinpath(*state.PREVIEW_GRID)
-            put(preview_img, "grid", dir_sig(grid), lambda: str(grid) if grid.is_file() else None)
+            put(preview_img, "grid", dir_sig(grid), lambda: shown_file(project, grid))
             records = ws.metrics(project).read()
             last = records[-1] if records else {}
             put(loss_img, "loss", (len(records), last.get("step")), lambda: state.loss_curve(records))
@@ -381,8 +393,10 @@ def build_blocks(ws: Workspace) -> Any:
             outs = output_names(project)
             put(vf_pick, "outputs", (dirs[2],), lambda: gr.Dropdown(choices=outs))
             if job.kind == "convert" and not job.running and job.returncode == 0:
-                target = _job_output(job.argv)
-                if target is not None and target.is_file():
+                # the job file may be planted: its output path is served only from inside the project
+                found = _job_output(job.argv)
+                target = paths.servable(project.root, found) if found is not None else None
+                if target is not None:
                     put(cv_video, "video", (str(target), dir_sig(target)), lambda: str(target))
                     put(cv_out_md, "video_md", str(target),
                         lambda: f"Rendered `{target.relative_to(project.root)}`; check it on the Verify tab.")
@@ -614,7 +628,7 @@ def build_blocks(ws: Workspace) -> Any:
             written = preview(project, source, int(frame or 0), settings,
                               out_dir=project.previews_dir / "convert")
             chosen = [p for p in written if p.stem.endswith(f"_{color}")]
-            return str((chosen or written)[0])
+            return str(ws.inside((chosen or written)[0], project.root, "preview"))
 
         cv_prev_btn.click(preview_frame, [cv_source, cv_frame, cv_color, cv_mask, cv_erode, cv_blur, cv_smooth,
                                           cv_dir], [cv_prev_img])
@@ -690,14 +704,27 @@ def theme() -> Any:
                              font_mono=("ui-monospace", "monospace"))
 
 
+def guarded_app(site: Site, roots: Callable[[], Sequence[Path]]) -> Any:
+    """Gradio's FastAPI app with :class:`~changeling.ui.gate.Gate` and :class:`~changeling.ui.paths.FileGuard`
+    around everything Gradio adds, its CORS handling included, so both see every request first and the last
+    word on every response is theirs."""
+    from gradio.routes import App, ORJSONResponse
+
+    class GuardedApp(App):  # type: ignore[misc]
+        def build_middleware_stack(self) -> Any:
+            return Gate(FileGuard(super().build_middleware_stack(), roots=roots), site)
+
+    return GuardedApp(docs_url=None, redoc_url=None, openapi_url=None, default_response_class=ORJSONResponse)
+
+
 def serve(ws: Workspace, options: ServeOptions = ServeOptions()) -> tuple[Any, str]:
-    """Build the UI for ``ws`` and start the server in a thread; returns (blocks, local URL).
-    ``blocks.block_thread()`` waits until Ctrl+C; ``blocks.close()`` stops the server."""
+    """Build the UI for ``ws`` and start the server in a thread; returns (blocks, the address to open, with
+    this launch's token). ``blocks.block_thread()`` waits until Ctrl+C; ``blocks.close()`` stops the server."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no usage statistics
     from gradio.utils import get_upload_folder
-    from starlette.middleware import Middleware
 
     ws.upload_roots = [Path(get_upload_folder()).resolve()]
+    site = Site.for_bind(options.host, options.port)
     blocks = build_blocks(ws)
     blocks.queue(default_concurrency_limit=4)
     allowed = [str(ws.current.root)] if ws.current is not None else []
@@ -706,8 +733,8 @@ def serve(ws: Workspace, options: ServeOptions = ServeOptions()) -> tuple[Any, s
         max_file_size=options.max_upload, allowed_paths=allowed, blocked_paths=None, ssr_mode=False, share=False,
         quiet=options.quiet, show_error=False, prevent_thread_lock=True, inbrowser=False, footer_links=[],
         run_history=False, enable_monitoring=False, mcp_server=False, pwa=False, theme=theme(), css=CSS,
-        app_kwargs={"middleware": [Middleware(FileGuard, roots=ws.roots)], "docs_url": None, "redoc_url": None,
-                    "openapi_url": None},
+        num_workers=0,  # Gradio's static-file workers would serve files past the guards (GRADIO_NUM_WORKERS)
+        _app=guarded_app(site, ws.roots),
         auth_message="changeling: log in with the user and password given to --auth")
 
     def follow_project() -> None:
@@ -716,8 +743,8 @@ def serve(ws: Workspace, options: ServeOptions = ServeOptions()) -> tuple[Any, s
 
     ws.on_open = follow_project
     follow_project()
-    return blocks, str(url)
+    return blocks, site.url(str(url))
 
 
-__all__ = ["DEFAULT_MAX_UPLOAD", "ServeOptions", "build_blocks", "convert_args", "extract_args", "serve", "theme",
-           "train_args"]
+__all__ = ["DEFAULT_MAX_UPLOAD", "ServeOptions", "build_blocks", "convert_args", "extract_args", "guarded_app",
+           "serve", "theme", "train_args"]
