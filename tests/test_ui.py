@@ -1,7 +1,8 @@
 """The web UI's parts without a browser: path confinement (and the file-route guard), the job runner (start,
-refuse a second job, stop as Ctrl+C, state that survives a reload or a server restart), the UI's commands
-checked against the real CLI parser, state read from a project, auth and host options, and the ``ui`` command
-serving on 127.0.0.1."""
+refuse a second job, stop as Ctrl+C, state that survives a reload or a server restart, a planted job file),
+the UI's commands checked against the real CLI parser, state read from a project, auth and host options, the
+gate (host names, launch token, same origin), and the server itself: what it refuses, what it serves inline,
+what its handlers hand out through links, and the ``ui`` command serving on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +127,181 @@ def test_file_guard(tmp_path: Path) -> None:
     # with no project open, only uploads are served
     guard_none = FileGuard(None, roots=lambda: [uploads])
     assert _asgi_status(guard_none, f"/gradio_api/file={root}/a.png") == 403
+
+
+def test_file_routes_serve_only_images_and_videos_inline(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+
+    def serving(ctype: str, disposition: str) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", ctype.encode()),
+                                    (b"content-disposition", disposition.encode())]})
+            await send({"type": "http.response.body", "body": b"<svg onload=alert(1)>"})
+        return FileGuard(app, roots=lambda: [root])
+
+    for ctype, name in [("text/html; charset=utf-8", "a.html"), ("image/svg+xml", "a.svg"),
+                        ("application/xhtml+xml", "a.xhtml"), ("text/xml", "a.xml"), ("text/plain", "a.txt"),
+                        ("application/pdf", "a.pdf"), ("", "a")]:
+        code, headers, _ = _asgi(serving(ctype, f'inline; filename="{name}"'), "GET",
+                                 f"/gradio_api/file={root}/{name}", {})
+        assert code == 200 and headers["content-type"] == "application/octet-stream", (ctype, headers)
+        assert headers["content-disposition"] == f'attachment; filename="{name}"'
+        assert headers["x-content-type-options"] == "nosniff"
+    for ctype, name in [("image/png", "a.png"), ("image/jpeg", "a.jpg"), ("video/mp4", "a.mp4"),
+                        ("video/webm", "a.webm")]:
+        _, headers, _ = _asgi(serving(ctype, f'inline; filename="{name}"'), "GET",
+                              f"/gradio_api/file={root}/{name}", {})
+        assert headers["content-type"] == ctype and headers["content-disposition"].startswith("inline")
+        assert headers["x-content-type-options"] == "nosniff" and headers["content-security-policy"] == "sandbox"
+    # other routes keep their types (the page itself is HTML)
+    _, headers, _ = _asgi(serving("text/html", "inline"), "GET", "/", {})
+    assert headers["content-type"] == "text/html"
+
+
+def test_servable_resolves_links_and_keeps_to_the_project(tmp_path: Path) -> None:
+    from changeling.ui.paths import servable
+
+    root = tmp_path / "proj"
+    (root / "faces" / "A").mkdir(parents=True)
+    face = root / "faces" / "A" / "f.png"
+    face.write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"s")
+    (root / "faces" / "A" / "out.png").symlink_to(tmp_path / "secret.png")
+    (root / "faces" / "A" / "in.png").symlink_to(face)
+    (root / "faces" / "A" / "dir.png").mkdir()
+    assert servable(root, face) == face.resolve()
+    assert servable(root, root / "faces" / "A" / "in.png") == face.resolve()  # the page gets the real file
+    for bad in [root / "faces" / "A" / "out.png", tmp_path / "secret.png", root / "faces" / "A" / "dir.png",
+                root / "faces" / "A" / "missing.png", "faces/../../secret.png", ""]:
+        assert servable(root, bad) is None, bad
+
+
+# ---- the gate: host names, launch token, same origin -----------------------------------------------------------
+
+
+def test_gate_answers_only_to_the_names_the_server_was_started_for() -> None:
+    from changeling.ui.gate import Site
+
+    site = Site.for_bind("127.0.0.1", 7860)
+    for ok in ["127.0.0.1:7860", "localhost:7860", "[::1]:7860", "LOCALHOST:7860"]:
+        assert site.host_ok(ok), ok
+    for bad in ["evil.example:7860", "127.0.0.1:7861", "127.0.0.1", "localhost.:7860", "", "127.0.0.1:7860:1",
+                "[::1", "[::1]x:7860", "evil.example", "192.168.1.5:7860", "127.0.0.2:7860", ":7860",
+                "localhost:+7860", "localhost:07860x"]:
+        assert not site.host_ok(bad), bad
+    assert Site.for_bind("localhost", 80).host_ok("localhost")  # a browser leaves out port 80
+    # another address: that name only
+    lan = Site.for_bind("192.168.1.5", 7860)
+    assert lan.host_ok("192.168.1.5:7860")
+    assert not lan.host_ok("localhost:7860") and not lan.host_ok("evil.example:7860")
+    assert Site.for_bind("::1", 7860).host_ok("[::1]:7860")
+    # a wildcard bind: any address (an address cannot be rebound) and this machine's names, no other name
+    anywhere = Site.for_bind("0.0.0.0", 7860)
+    for ok in ["192.168.1.5:7860", "10.0.0.2:7860", "[fe80::1]:7860", "localhost:7860",
+               f"{socket.gethostname()}:7860"]:
+        assert anywhere.host_ok(ok), ok
+    for bad in ["evil.example:7860", "192.168.1.5:80", "fe80::1:7860"]:
+        assert not anywhere.host_ok(bad), bad
+
+
+def _asgi(app: Any, method: str, path: str, headers: dict[str, str], kind: str = "http",
+          query: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One request through an ASGI app: (status, response headers, body); a WebSocket refused before its
+    handshake reads as 403."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": kind, "method": method, "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": query.encode(),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(app(scope, receive, send))
+    if sent[0]["type"] == "websocket.close":
+        return 403, {}, b""
+    if sent[0]["type"] == "websocket.accept":
+        return 101, {}, b""
+    out = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return int(sent[0]["status"]), out, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def _echoing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Stands for Gradio: accepts WebSockets, answers HTTP with 200 and the CORS headers Gradio would add."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.accept"})
+        return
+    origin = dict(scope["headers"]).get(b"origin", b"*")
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"access-control-allow-origin", origin),
+                            (b"access-control-allow-credentials", b"true"), (b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_gate_trades_the_launch_token_for_a_strict_cookie_and_requires_it() -> None:
+    from changeling.ui.gate import Gate, Site
+
+    site = Site.for_bind("127.0.0.1", 7860)
+    gate = Gate(_echoing_app, site)
+    host = {"Host": "127.0.0.1:7860"}
+    url = site.url("http://127.0.0.1:7860/")
+    assert url.startswith("http://127.0.0.1:7860/?token=") and site.token in url
+    assert Site.for_bind("127.0.0.1", 7860).token != site.token  # every launch draws its own
+    # the printed address: a redirect to the same page without the token, with the session cookie
+    code, headers, _ = _asgi(gate, "GET", "/", host, query=f"__theme=dark&token={site.token}")
+    assert code == 303 and headers["location"] == "/?__theme=dark"
+    cookie = headers["set-cookie"]
+    assert cookie.startswith(f"{site.cookie}={site.session};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and site.token not in cookie
+    jar = {**host, "Cookie": f"other=1; {site.cookie}={site.session}"}
+    assert _asgi(gate, "GET", "/config", jar)[0] == 200
+    assert _asgi(gate, "POST", "/gradio_api/queue/join", jar)[0] == 200
+    # without it, or with a wrong one, nothing passes: pages, files, uploads, WebSockets
+    for headers in [host, {**host, "Cookie": f"{site.cookie}=guess"}, {**host, "Cookie": f"{site.cookie}="}]:
+        for method, path in [("GET", "/"), ("GET", "/config"), ("POST", "/gradio_api/upload"),
+                             ("GET", "/gradio_api/file=/tmp/x.png"), ("POST", "/gradio_api/queue/join")]:
+            assert _asgi(gate, method, path, headers)[0] == 401, (method, path, headers)
+        assert _asgi(gate, "GET", "/ws", headers, kind="websocket")[0] == 403
+    assert _asgi(gate, "GET", "/", host, query="token=guess")[0] == 403
+    assert _asgi(gate, "GET", "/ws", jar, kind="websocket")[0] == 101
+    # a token in a POST is not traded (only the address a user opens carries it)
+    assert _asgi(gate, "POST", "/gradio_api/upload", host, query=f"token={site.token}")[0] == 401
+    # the one route Gradio's launch() calls on its own server
+    assert _asgi(gate, "GET", "/gradio_api/startup-events", host)[0] == 200
+    # a redirect never leaves the server, whatever the path looks like
+    code, headers, _ = _asgi(gate, "GET", "//evil.example/x", host, query=f"token={site.token}")
+    assert code == 303 and headers["location"] == "/evil.example/x"
+
+
+def test_gate_refuses_other_sites_and_sends_no_cors_headers() -> None:
+    from changeling.ui.gate import Gate, Site
+
+    site = Site.for_bind("127.0.0.1", 7860)
+    gate = Gate(_echoing_app, site)
+    jar = {"Host": "127.0.0.1:7860", "Cookie": f"{site.cookie}={site.session}"}
+    # DNS rebinding: the right cookie cannot come with another name, but the name alone is refused
+    code, _, body = _asgi(gate, "GET", "/config", {**jar, "Host": "evil.example:7860"})
+    assert code == 421 and b"DNS rebinding" in body
+    assert _asgi(gate, "GET", "/ws", {**jar, "Host": "evil.example:7860"}, kind="websocket")[0] == 403
+    # another site's page (another port of this machine included), whatever it asks
+    for origin in ["http://evil.example", "http://localhost:3000", "http://127.0.0.1:7861", "null",
+                   "https://127.0.0.1:7860.evil.example"]:
+        for method, path in [("POST", "/gradio_api/upload"), ("GET", "/config"), ("OPTIONS", "/config")]:
+            code, headers, _ = _asgi(gate, method, path, {**jar, "Origin": origin})
+            assert code == 403 and not any(k.startswith("access-control") for k in headers), (origin, method)
+        assert _asgi(gate, "GET", "/ws", {**jar, "Origin": origin}, kind="websocket")[0] == 403
+    for fetch_site in ["cross-site", "same-site"]:
+        assert _asgi(gate, "POST", "/gradio_api/upload", {**jar, "Sec-Fetch-Site": fetch_site})[0] == 403
+    # this server's own page: passes, and Gradio's CORS headers are removed on the way out
+    for extra in [{"Origin": "http://127.0.0.1:7860"}, {"Sec-Fetch-Site": "same-origin"},
+                  {"Sec-Fetch-Site": "none"}, {}]:
+        code, headers, body = _asgi(gate, "POST", "/gradio_api/upload", {**jar, **extra})
+        assert code == 200 and body == b"ok", extra
+        assert not any(k.startswith("access-control") for k in headers), headers
 
 
 # ---- the job runner ------------------------------------------------------------------------------------------
@@ -243,6 +421,103 @@ def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def test_a_job_records_what_identifies_its_process(tmp_path: Path) -> None:
+    from changeling.ui.jobs import is_job, parse_state
+
+    runner = JobRunner(tmp_path, fake_command())
+    job = runner.start("train", ["loop"])
+    try:
+        stat = Path(f"/proc/{job.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert job.ticks == int(stat[19]) > 0 and int(stat[2]) == job.pid  # field 22: start time; 5: group
+        assert job.boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip() and len(job.nonce) == 32
+        on_disk = parse_state(json.loads(runner.state_path.read_text()))
+        assert on_disk == job and is_job(on_disk)
+        for change in [{"ticks": job.ticks + 1}, {"nonce": "0" * 32}, {"boot": "another boot"},
+                       {"argv": [*job.argv, "x"]}, {"nonce": ""}, {"pid": job.pid + 100000}]:
+            assert not is_job(JobState(**{**job.__dict__, **change})), change
+    finally:
+        runner.stop(timeout=10)
+    assert not is_job(job)  # ended
+
+
+VICTIM = "import time\nwhile True:\n    time.sleep(0.05)\n"
+
+
+def _victim(*, leader: bool) -> subprocess.Popen[bytes]:
+    """An unrelated process of this user that a planted job file names; ``leader``: in its own group."""
+    return subprocess.Popen([sys.executable, "-c", VICTIM], start_new_session=leader)
+
+
+def _plant(project: Path, state: dict[str, Any] | list[Any] | str) -> None:
+    (project / "logs").mkdir(exist_ok=True)
+    (project / "logs" / "ui_job.json").write_text(json.dumps(state))
+
+
+def _stop_returns(runner: JobRunner) -> JobState:
+    """``runner.stop()`` in a thread; fails if it has not returned after 60 s (it used to wait forever)."""
+    result: list[JobState] = []
+    t = threading.Thread(target=lambda: result.append(runner.stop(timeout=2)), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and result, "stop() did not return"
+    return result[0]
+
+
+@pytest.mark.parametrize("leader", [True, False])
+def test_a_planted_job_file_makes_stop_signal_nothing(tmp_path: Path, leader: bool) -> None:
+    victim = _victim(leader=leader)
+    try:
+        argv = [sys.executable, "-c", VICTIM]
+        ticks = int(Path(f"/proc/{victim.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        # what a planted file may know: the pid and command line, even (another user) the start time and boot
+        for planted in [{"kind": "train", "argv": argv, "pid": victim.pid, "started": 1.0},
+                        {"kind": "train", "argv": argv, "pid": victim.pid, "started": 1.0, "ticks": ticks,
+                         "boot": boot, "nonce": "guessed"}]:
+            _plant(tmp_path, planted)
+            runner = JobRunner(tmp_path, fake_command())
+            state = _stop_returns(runner)
+            assert not state.running and state.returncode == UNKNOWN_EXIT
+            assert victim.poll() is None, "the planted file's process was signalled"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.mark.parametrize("planted", [
+    {"kind": "train", "pid": "4242"}, {"kind": "train", "pid": True}, {"kind": "train", "pid": 1 << 80},
+    {"kind": "train", "pid": -1}, {"kind": "train", "argv": 5, "pid": 4242},
+    {"kind": ["train"], "pid": 4242}, {"kind": "train", "pid": 4242, "started": "yesterday"},
+    {"kind": "train", "pid": 4242, "returncode": "none"}, {"kind": "train", "pid": 4242, "ticks": "x"},
+    {"kind": "train", "pid": 4242, "started": float("inf")}, {"kind": "train", "pid": 4242, "argv": ["a\u0000b"]},
+    [1, 2], "text", 7, None])
+def test_a_garbage_job_file_is_ignored(tmp_path: Path, planted: Any) -> None:
+    _plant(tmp_path, planted)
+    runner = JobRunner(tmp_path, fake_command())
+    assert not runner.state.running and runner.state.status_line() == "no job has run yet"
+    assert not _stop_returns(runner).running
+    assert runner.start("convert", ["quick"]).running  # and a job can start over it
+    assert runner.wait(20).returncode == 0
+
+
+def test_a_planted_dead_or_reused_pid_is_not_the_job(tmp_path: Path) -> None:
+    # a pid whose process ended, and one that a process started later took over (same command line)
+    runner = JobRunner(tmp_path, fake_command())
+    job = runner.start("train", ["loop"])
+    runner.stop(timeout=10)
+    for pid in [_dead_pid(), job.pid]:
+        _plant(tmp_path, {**job.__dict__, "pid": pid, "returncode": None})
+        assert _stop_returns(JobRunner(tmp_path, fake_command())).returncode == UNKNOWN_EXIT
+    other = subprocess.Popen(job.argv, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        _plant(tmp_path, {**job.__dict__, "pid": other.pid, "returncode": None})
+        assert _stop_returns(JobRunner(tmp_path, fake_command())).returncode == UNKNOWN_EXIT
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
 
 
 # ---- the commands the UI runs are valid CLI commands -----------------------------------------------------------
@@ -381,6 +656,168 @@ def test_workspace_confines_what_a_page_may_touch(tmp_path: Path) -> None:
     assert ws.remembered(project) == {"train.batch_size": 4, "inputs.A": ["a.mp4"]}
 
 
+# ---- the server: what it refuses, serves inline, and hands out -------------------------------------------------
+
+
+class Served:
+    """The UI server of this process on a free port, with the session cookie its printed address gives."""
+
+    def __init__(self, home: Path) -> None:
+        from changeling.ui.app import ServeOptions, serve
+        from changeling.ui.workspace import Workspace
+        from test_ui_browser import free_port, session_cookie
+
+        self.ws = Workspace(home)
+        self.port = free_port()
+        self.blocks, self.url = serve(self.ws, ServeOptions(port=self.port, max_upload="1mb"))
+        self.cookie = session_cookie(self.url)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        from test_ui_browser import http_request
+
+        return http_request(self.port, method, path, {**self.cookie, **(headers or {})}, body)
+
+    def call(self, api_name: str, data: list[Any]) -> Any:
+        """Run one of the page's handlers through Gradio's HTTP API, as the page would; its outputs."""
+        code, _, body = self.request("POST", f"/gradio_api/call/{api_name}", {"Content-Type": "application/json"},
+                                     json.dumps({"data": data}).encode())
+        assert code == 200, body
+        event = json.loads(body)["event_id"]
+        code, _, body = self.request("GET", f"/gradio_api/call/{api_name}/{event}")
+        assert code == 200 and body.startswith(b"event: complete"), body
+        return json.loads(body.split(b"data:", 1)[1])
+
+
+def quiet_gradio(test: Any) -> Any:
+    """Gradio's queue calls pandas in ways pandas 3 deprecates; not ours to fix."""
+    test = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning")(test)
+    return pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning")(test)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    pytest.importorskip("gradio")
+    srv = Served(tmp_path_factory.mktemp("served"))
+    try:
+        yield srv
+    finally:
+        srv.blocks.close()
+
+
+@quiet_gradio
+def test_server_answers_only_to_its_own_names(served: Served) -> None:
+    assert "token=" in served.url and served.cookie  # the printed address carries the launch token
+    assert served.request("GET", "/config")[0] == 200
+    for host in [f"rebind.example:{served.port}", f"127.0.0.1.nip.example:{served.port}", "localhost"]:
+        code, headers, body = served.request("GET", "/config", {"Host": host})
+        assert code == 421 and b"DNS rebinding" in body, host
+    # Gradio echoes a localhost origin in CORS: nothing of it reaches the browser now
+    for origin in ["http://localhost:3000", f"http://rebind.example:{served.port}"]:
+        code, headers, _ = served.request("GET", "/config", {"Origin": origin})
+        assert code == 403 and not any(k.startswith("access-control") for k in headers), (origin, headers)
+        code, headers, _ = served.request("OPTIONS", "/gradio_api/upload", {
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert not any(k.startswith("access-control") for k in headers), (origin, headers)
+
+
+@quiet_gradio
+def test_server_requires_the_launch_token(served: Served) -> None:
+    from test_ui_browser import http_request
+
+    project = served.ws.open("tokened", create=True)
+    for method, path in [("GET", "/"), ("GET", "/config"), ("GET", f"/gradio_api/file={project.root}/changeling.toml"),
+                         ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/call/stop_job")]:
+        code, _, body = http_request(served.port, method, path)
+        assert code == 401 and b"launch" in body, (method, path, code)
+    assert http_request(served.port, "GET", "/?token=guess")[0] == 403
+    assert http_request(served.port, "GET", "/", {"Cookie": f"changeling-ui-{served.port}=guess"})[0] == 401
+
+
+@quiet_gradio
+def test_cross_site_uploads_are_refused(served: Served) -> None:
+    from test_ui_browser import upload
+
+    before = {p for root in served.ws.upload_roots for p in root.rglob("*")}
+    for headers in [{**served.cookie, "Origin": "http://evil.example"},
+                    {**served.cookie, "Sec-Fetch-Site": "cross-site"},
+                    {**served.cookie, "Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"},
+                    {"Origin": f"http://127.0.0.1:{served.port}"}]:
+        code, _ = upload(served.port, "planted.bin", b"x" * 100, headers)
+        assert code in (401, 403), (headers, code)
+    assert {p for root in served.ws.upload_roots for p in root.rglob("*")} == before
+    code, body = upload(served.port, "mine.bin", b"x" * 100, {**served.cookie, "Origin":
+                                                                   f"http://127.0.0.1:{served.port}"})
+    assert code == 200 and Path(json.loads(body)[0]).read_bytes() == b"x" * 100
+
+
+@quiet_gradio
+def test_project_html_and_svg_are_downloads(served: Served) -> None:
+    project = served.ws.open("inline", create=True)
+    files = {"page.html": b"<script>alert(1)</script>", "pic.svg": b"<svg onload='alert(1)'/>",
+             "page.xhtml": b"<html/>", "notes.txt": b"<script>", "fake.png": b"<html><script>alert(1)</script>"}
+    for name, data in files.items():
+        (project.root / "inputs" / name).write_bytes(data)
+        code, headers, body = served.request("GET", f"/gradio_api/file={project.root}/inputs/{name}")
+        assert code == 200 and body == data, (name, code)
+        assert headers["x-content-type-options"] == "nosniff", name
+        if name != "fake.png":
+            assert headers["content-type"] == "application/octet-stream", (name, headers)
+            assert headers["content-disposition"].startswith("attachment"), (name, headers)
+    # an image is shown as one, and nosniff keeps the browser from taking fake.png for HTML
+    _, headers, _ = served.request("GET", f"/gradio_api/file={project.root}/inputs/fake.png")
+    assert headers["content-type"] == "image/png" and headers["content-disposition"].startswith("inline")
+
+
+@quiet_gradio
+def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
+    from PIL import Image
+
+    from changeling.video.testclip import write_clip
+
+    outside = served.ws.home / "outside"
+    outside.mkdir()
+    secret_png = outside / "secret.png"
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(secret_png)
+    secret_mp4 = write_clip(outside / "secret.mp4", frames=4, width=32, height=32, fps=4)
+    project = served.ws.open("linked", create=True)
+    faces = project.faces_dir("A")
+    faces.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(faces / "clip_000001_0.png")
+    (faces / "clip_000002_0.png").symlink_to(secret_png)  # a face-named link out of the project
+    (project.root / "previews").mkdir(exist_ok=True)
+    (project.root / "previews" / "preview.png").symlink_to(secret_png)
+    (project.output_dir / "clip_swap.mp4").symlink_to(secret_mp4)
+    _plant(project.root, {"kind": "convert", "argv": ["changeling", "convert", "-o",
+                                                      str(project.output_dir / "clip_swap.mp4")],
+                          "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
+    served.ws.runner(project)  # the server reads the planted file as its own job's
+    served_bytes = []
+    for api_name, data in [("on_load", [1, 1]), ("change_page", [1])]:
+        for url in _file_urls(served.call(api_name, data)):
+            code, _, body = served.request("GET", url.split(str(served.port), 1)[1])
+            assert code == 200, url
+            served_bytes.append(body)
+    assert (faces / "clip_000001_0.png").read_bytes() in served_bytes  # the real face is shown
+    for secret in (secret_png, secret_mp4):
+        assert secret.read_bytes() not in served_bytes, secret.name
+    # a job file naming an output outside the project is not shown either (and does not break the page)
+    other = served.ws.open("linked-2", create=True)
+    _plant(other.root, {"kind": "convert", "argv": ["changeling", "convert", "-o", str(secret_mp4)],
+                        "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
+    assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1]))
+
+
+def _file_urls(outputs: Any) -> list[str]:
+    """The ``url`` of every file in a handler's outputs (Gradio's FileData)."""
+    if isinstance(outputs, dict):
+        own = [outputs["url"]] if isinstance(outputs.get("url"), str) else []
+        return own + [u for v in outputs.values() for u in _file_urls(v)]
+    if isinstance(outputs, list):
+        return [u for v in outputs for u in _file_urls(v)]
+    return []
+
+
 # ---- the command's options ----------------------------------------------------------------------------------
 
 
@@ -431,27 +868,33 @@ def test_ui_command_rejects_bad_options_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ui_command_serves_on_loopback_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     pytest.importorskip("gradio")
-    from test_ui_browser import free_port, listening_addresses, raw_get
+    from test_ui_browser import free_port, listening_addresses, raw_get, session_cookie
 
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "True"}  # the command must turn it off by itself
     proc = subprocess.Popen([sys.executable, "-m", "changeling", "ui", "--project", str(tmp_path / "swap"),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
+    assert proc.stdout is not None
     try:
-        deadline = time.monotonic() + 120
-        while not listening_addresses(port):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        printed = []
+        for line in proc.stdout:  # until the server says where to open it
+            printed.append(line)
+            if "open http" in line:
+                break
+        assert proc.poll() is None, "".join(printed)
+        url = printed[-1].split("open ", 1)[1].split()[0]
+        assert url.startswith(f"http://127.0.0.1:{port}/?token=")
         assert listening_addresses(port) == {"127.0.0.1"}
         with pytest.raises(OSError):  # nothing answers on this machine's other addresses
             _connect_other_address(port)
-        code, body = raw_get(port, "/config")
+        assert raw_get(port, "/config")[0] == 401  # not without the printed address's token
+        code, body = raw_get(port, "/config", session_cookie(url))
         assert code == 200 and b"changeling" in body
         assert (tmp_path / "swap" / "changeling.toml").is_file()  # --project was created
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
+        out = "".join(printed) + out
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,6 +1,7 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright, against the server started in this
 process. One test walks from nothing to a rendered, verified swap (with a page reload while training runs);
-the others check what the server refuses: files outside the project, oversized uploads, no login.
+the others check what the server refuses: files outside the project, oversized uploads, no login, a page
+reached through another name (DNS rebinding) and requests that another site's page starts.
 
 Without /usr/bin/chromium these tests skip, unless CI=true, where they fail (CI installs Chromium). Each test
 saves a screenshot (CHANGELING_SCREENSHOT_DIR, default: pytest's temporary folder; the path is printed), and
@@ -10,15 +11,18 @@ with CHANGELING_UPDATE_SCREENSHOTS=1 the Train tab's screenshot also replaces do
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import re
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -28,6 +32,7 @@ from changeling.synth import load_portrait
 from changeling.ui.paths import REFUSED
 
 CHROMIUM = Path("/usr/bin/chromium")
+REBOUND = "rebind.test"
 ROOT = Path(__file__).resolve().parents[1]
 UPLOAD_LIMIT_MB = 5
 pytestmark = [
@@ -81,32 +86,50 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """GET exactly ``path`` (no client-side normalisation of '..')."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def http_request(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send exactly ``path`` (no client-side normalisation of '..') to 127.0.0.1:``port``; ``headers`` may
+    replace ``Host``. Returns (status, headers with lower-case names, body)."""
+    headers = dict(headers or {})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.putrequest("GET", path, skip_accept_encoding=True)
-        for k, v in (headers or {}).items():
+        conn.putrequest(method, path, skip_host=any(k.lower() == "host" for k in headers),
+                        skip_accept_encoding=True)
+        for k, v in headers.items():
             conn.putheader(k, v)
-        conn.endheaders()
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
         r = conn.getresponse()
-        return r.status, r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
 
 
-def upload(port: int, name: str, data: bytes) -> tuple[int, bytes]:
+def raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET exactly ``path``; (status, body)."""
+    code, _, body = http_request(port, "GET", path, headers)
+    return code, body
+
+
+def session_cookie(url: str) -> dict[str, str]:
+    """Open the address the server printed (it carries the launch token) as a browser would: the answer is a
+    redirect that sets the session cookie. Returns the ``Cookie`` header that later requests send; empty when
+    no cookie came (a server without the launch token)."""
+    parts = urlsplit(url)
+    assert parts.port is not None
+    _, headers, _ = http_request(parts.port, "GET", f"{parts.path or '/'}?{parts.query}")
+    cookie = headers.get("set-cookie", "").split(";", 1)[0]
+    return {"Cookie": cookie} if cookie else {}
+
+
+def upload(port: int, name: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     boundary = "changelingboundary7d1"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request("POST", "/gradio_api/upload", body=body,
-                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    code, _, answer = http_request(port, "POST", "/gradio_api/upload", body=body, headers={
+        **(headers or {}), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return code, answer
 
 
 class Server:
@@ -118,9 +141,10 @@ class Server:
         self.home = home
         self.ws = Workspace(home, sample_spec=PairedSpec(seconds=2.0))
         self.port = free_port()
-        self.blocks, url = serve(self.ws, ServeOptions(port=self.port, auth=auth,
-                                                       max_upload=f"{UPLOAD_LIMIT_MB}mb"))
-        self.url = url.rstrip("/")
+        self.blocks, self.url = serve(self.ws, ServeOptions(port=self.port, auth=auth,
+                                                            max_upload=f"{UPLOAD_LIMIT_MB}mb"))
+        self.base = f"http://127.0.0.1:{self.port}"  # the address without the launch token
+        self.cookie = session_cookie(self.url)
 
     def close(self) -> None:
         for root, _ in self.ws.running_jobs():
@@ -156,8 +180,10 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
+        # rebind.test resolves to 127.0.0.1, as an attacker's name would after DNS rebinding
         b = pw.chromium.launch(executable_path=str(CHROMIUM),
-                               args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+                               args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                     f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"])
         try:
             yield b
         finally:
@@ -354,7 +380,7 @@ def test_server_refuses_files_outside_the_project_and_big_uploads(server: Server
     inside.write_bytes(b"\x89PNG\r\n\x1a\n")
     secret = server.home / "secret.txt"
     secret.write_text("not for the page")
-    assert raw_get(server.port, f"/gradio_api/file={inside}")[0] == 200  # the guard lets project files through
+    assert raw_get(server.port, f"/gradio_api/file={inside}", server.cookie)[0] == 200  # the guard lets them through
     link = project.root / "inputs" / "link.txt"
     link.symlink_to(secret)  # Gradio alone would serve this (it does not follow links); the guard does not
     refused = [
@@ -369,17 +395,17 @@ def test_server_refuses_files_outside_the_project_and_big_uploads(server: Server
         "/gradio_api/proxy=http://example.com/x.png",
     ]
     for path in refused:
-        code, body = raw_get(server.port, path)
+        code, body = raw_get(server.port, path, server.cookie)
         assert code == 403, (path, code)
         assert body == REFUSED, (path, body)  # refused by the guard, before Gradio (which would fetch URLs)
     # uploads: under the limit accepted, over it refused
-    code, body = upload(server.port, "small.bin", b"x" * 1000)
+    code, body = upload(server.port, "small.bin", b"x" * 1000, server.cookie)
     assert code == 200 and Path(json.loads(body)[0]).is_file()
-    code, _ = upload(server.port, "big.bin", b"x" * ((UPLOAD_LIMIT_MB + 1) * 1024 * 1024))
+    code, _ = upload(server.port, "big.bin", b"x" * ((UPLOAD_LIMIT_MB + 1) * 1024 * 1024), server.cookie)
     assert code == 413
     page.page.goto(server.url)
     page.page.wait_for_selector("#tab-project, #project-name")
-    page.page.goto(f"{server.url}/gradio_api/file=/etc/passwd")
+    page.page.goto(f"{server.base}/gradio_api/file=/etc/passwd")
     assert "root:" not in page.page.content()
 
 
@@ -402,9 +428,10 @@ def test_auth_requires_login(tmp_path: Path, browser: Any, screenshot_dir: Path)
     srv = Server(tmp_path, auth=("ada", "analytical engine"))
     p = Page(browser, screenshot_dir, "test_auth_requires_login")
     try:
-        assert raw_get(srv.port, "/config")[0] == 401
+        # with the launch token's cookie, Gradio's login is still required, for files too
+        assert raw_get(srv.port, "/config", srv.cookie)[0] == 401
         inside = srv.ws.open("locked", create=True).root / "changeling.toml"
-        assert raw_get(srv.port, f"/gradio_api/file={inside}")[0] == 401  # files need the login too
+        assert raw_get(srv.port, f"/gradio_api/file={inside}", srv.cookie)[0] == 401
         pg = p.page
         pg.goto(srv.url)
         pg.wait_for_selector("input[type=password]")
@@ -426,3 +453,60 @@ def test_auth_requires_login(tmp_path: Path, browser: Any, screenshot_dir: Path)
         print("screenshots:", *map(str, p.shots), sep="\n  ")
         p.context.close()
         srv.close()
+
+
+ATTACK_PAGE = """<!doctype html><title>elsewhere</title><script>
+const form = new FormData();
+form.append("files", new Blob(["planted"]), "%(name)s");
+fetch("http://127.0.0.1:%(port)d/gradio_api/upload", {method: "POST", body: form, mode: "no-cors",
+                                                     credentials: "include"})
+  .finally(() => { document.title = "sent"; });
+</script>"""
+
+
+def _serve_page(html: str) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """Another site: a server on another port that answers every GET with ``html``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, int(httpd.server_address[1])
+
+
+def test_another_site_cannot_use_the_server(server: Server, page: Page) -> None:
+    pg = page.page
+    token = server.url.split("token=", 1)[1]
+    # DNS rebinding: the same server reached through another name is refused, even with the token
+    answer = pg.goto(f"http://{REBOUND}:{server.port}/?token={token}")
+    assert answer is not None and answer.status == 421
+    assert "DNS rebinding" in pg.content()
+    # without the token, the page is refused; the printed address opens it (and leaves no token in the URL)
+    assert pg.goto(server.base).status == 401  # type: ignore[union-attr]
+    pg.goto(server.url)
+    pg.wait_for_selector("#project-name")
+    assert "token" not in pg.url
+    # a page of another site, opened in the same browser (which holds the session cookie), uploads a file
+    name = f"cross-site-{os.getpid()}-{time.monotonic_ns()}.bin"
+    statuses: list[int] = []
+    pg.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/gradio_api/upload") else None)
+    httpd, other_port = _serve_page(ATTACK_PAGE % {"name": name, "port": server.port})
+    try:
+        pg.goto(f"http://{REBOUND}:{other_port}/")
+        pg.wait_for_function("() => document.title === 'sent'")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert statuses and all(s in (401, 403) for s in statuses), statuses
+    assert not [p for root in server.ws.upload_roots for p in root.rglob(name)]  # nothing was stored
+    page.shot("1-refused")
