@@ -68,3 +68,24 @@ def test_flicker_raises_jitter() -> None:
     flicker = [t + (0.1 if i % 2 else 0.0) for i, t in enumerate(truth)]
     assert temporal_jitter(steady, truth) == pytest.approx(0.0)
     assert temporal_jitter(flicker, truth) == pytest.approx(0.1, rel=1e-6)
+
+
+def test_detail_ratio_is_one_for_the_truth_below_for_blur_above_for_noise() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from changeling.evaluate.metrics import detail_ratio
+    from changeling.synth import load_portrait
+
+    truth = load_portrait("grace_hopper").image[120:376, 128:384].astype(np.float64) / 255  # a real face's detail
+    mask = np.zeros(truth.shape[:2])
+    mask[40:220, 50:210] = 1
+    assert detail_ratio(truth, truth, mask) == pytest.approx(1.0)
+    soft = detail_ratio(gaussian_filter(truth, (1.5, 1.5, 0)), truth, mask)
+    softer = detail_ratio(gaussian_filter(truth, (3, 3, 0)), truth, mask)
+    assert softer < soft < 0.8
+    noisy = np.clip(truth + np.random.default_rng(0).normal(0, 0.1, truth.shape), 0, 1)
+    assert detail_ratio(noisy, truth, mask) > 1.2
+    # the mask decides where it is measured: a blur outside it changes nothing
+    outside = truth.copy()
+    outside[:30] = gaussian_filter(truth, (3, 3, 0))[:30]
+    assert detail_ratio(outside, truth, mask) == pytest.approx(1.0)

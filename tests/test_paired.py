@@ -53,3 +53,49 @@ def test_identity_score_says_who_the_output_looks_like(data) -> None:
     assert ideal is not None and unchanged is not None
     assert ideal["to_B"] < ideal["to_A"] and ideal["closer_to_B"] == 1.0
     assert unchanged["to_A"] < unchanged["to_B"] and unchanged["closer_to_B"] == 0.0
+
+
+def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(i, (sigma, sigma, 0)) for i in images]).astype(np.float32)
+
+
+def test_view_scores_the_truth_perfectly_a_blurred_truth_below_and_noise_above_one(data) -> None:
+    v = data.view
+    assert v is not None and v.b.shape[1:] == (256, 256, 3) and data.b.shape[1:] == (64, 64, 3)
+    # a whole-face model whose output is exactly the truth at the view size
+    ideal = score_outputs(v.b, data, landmarks=False)
+    assert ideal.view_size == 256
+    assert ideal.view_ssim == pytest.approx(1.0, abs=1e-6) and ideal.view_detail == pytest.approx(1.0)
+    assert math.isinf(ideal.view_psnr) and ideal.view_jitter == pytest.approx(0.0)
+    blurred = score_outputs(_blur(v.b, 2.0), data, landmarks=False)
+    assert blurred.view_detail < 0.75 and blurred.view_ssim < 0.95
+    noisy = np.clip(v.b + np.random.default_rng(0).normal(0, 0.06, v.b.shape), 0, 1).astype(np.float32)
+    assert score_outputs(noisy, data, landmarks=False).view_detail > 1.1
+    # the truth at the model's resolution, enlarged: sharp there, soft where a viewer sees it
+    small = score_outputs(data.b, data, landmarks=False)
+    assert small.ssim == pytest.approx(1.0) and small.view_detail < 0.7 and small.view_ssim < 0.9
+
+
+def test_every_face_type_is_scored_on_the_same_view_pixels() -> None:
+    spec = PairedSpec(seconds=0.25, fps=8)
+    whole = make_paired_data(spec, 128, "whole")
+    half = make_paired_data(spec, 128, "half")
+    assert np.array_equal(whole.view.b, half.view.b) and np.array_equal(whole.view.masks, half.view.masks)
+    # each returns its own crop of the truth: the half crop leaves the forehead and jaw to A's own pixels
+    w = score_outputs(whole.b, whole, landmarks=False)
+    h = score_outputs(half.b, half, landmarks=False)
+    assert w.ssim == pytest.approx(1.0) and h.ssim == pytest.approx(1.0)  # each perfect in its own crop
+    assert h.view_ssim < w.view_ssim - 0.05
+
+
+def test_the_convincing_verdict_needs_view_ssim_detail_and_identity(data) -> None:
+    from changeling.evaluate.paired import CONVINCING
+
+    v = data.view
+    ideal = score_outputs(v.b, data, landmarks=False)
+    assert ideal.is_convincing() and ideal.is_convincing({"closer_to_B": 1.0})
+    assert not ideal.is_convincing({"closer_to_B": CONVINCING.closer_to_b - 0.05})
+    assert not score_outputs(_blur(v.b, 2.0), data, landmarks=False).is_convincing()  # soft: recognisable only
+    assert not score_outputs(v.a, data, landmarks=False).is_convincing()  # A unchanged

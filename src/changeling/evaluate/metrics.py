@@ -97,3 +97,31 @@ def is_recognisable(output: FloatImage, truth_b: FloatImage, source_a: FloatImag
                     mask: FloatImage | None = None) -> bool:
     """A frame is recognisable when the output is closer to the truth (B) than to the source (A) by masked SSIM."""
     return masked_ssim(output, truth_b, mask) > masked_ssim(output, source_a, mask)
+
+
+def luma(img: FloatImage) -> NDArray[np.float64]:
+    """Rec. 601 luma of an (H, W, 3) image (an (H, W) image is returned as float64)."""
+    x = np.asarray(img, np.float64)
+    return x if x.ndim == 2 else x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+
+
+def gradient_magnitude(img: FloatImage) -> NDArray[np.float64]:
+    """Per-pixel magnitude of the luma gradient (Sobel, scaled so a unit step per pixel reads 1): (H, W)."""
+    from scipy.ndimage import sobel
+
+    y = luma(img)
+    gx = sobel(y, axis=1, mode="reflect") / 8.0
+    gy = sobel(y, axis=0, mode="reflect") / 8.0
+    return np.hypot(gx, gy)
+
+
+def detail_ratio(output: FloatImage, truth: FloatImage, mask: FloatImage | None = None) -> float:
+    """Mean gradient magnitude of ``output`` over that of ``truth``, inside ``mask`` (weighted by it).
+
+    1.0: as much fine structure as the truth; below: softer (a blurred face); well above 1: noise or
+    over-sharpening. ``nan`` when the truth has no gradient there."""
+    _check(output, truth, mask)
+    go, gt = gradient_magnitude(output), gradient_magnitude(truth)
+    w = np.ones(go.shape) if mask is None else np.asarray(mask, np.float64)
+    ref = float((gt * w).sum())
+    return float((go * w).sum() / ref) if ref > 0 else float("nan")

@@ -64,7 +64,8 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
         with torch.inference_mode():
             scores, ident = evaluate_model(model, data[key], identity=k == len(found) - 1)
         rows.append({"step": step, "train_seconds": train_seconds(path), "preset": info.preset,
-                     "checkpoint": str(path), **scores.as_dict(), "identity": ident})
+                     "checkpoint": str(path), **scores.as_dict(), "identity": ident,
+                     "is_convincing": scores.is_convincing(ident)})
         log.debug("step %d: %s", step, rows[-1])
     project.output_dir.mkdir(parents=True, exist_ok=True)
     json_path = project.output_dir / "scores.json"
@@ -80,13 +81,35 @@ def format_identity(ident: dict[str, Any] | None) -> str:
             f"(A to B {ident['A_to_B']:.3f}); {ident['closer_to_B']:.0%} of outputs nearer to B")
 
 
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def format_scores(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'step':>7} {'minutes':>7} {'SSIM(B)':>8} {'SSIM(A)':>8} {'PSNR':>6} {'recog':>6} {'jitter':>7} "
-            f"{'lmk err':>7}")
+    """A table of the scores: at the view size first (what a viewer sees), then at the model's resolution."""
+    size = next((r["view_size"] for r in rows if r.get("view_size")), 0)
+    head = (f"{'step':>7} {'minutes':>7} | at {size} px: {'SSIM':>5} {'PSNR':>5} {'detail':>6} {'lmk err':>7} "
+            f"| model res: {'SSIM(B)':>7} {'SSIM(A)':>7} {'recog':>5} {'jitter':>7}")
     lines = [head]
     for r in rows:
-        psnr = r["psnr"] if r["psnr"] is not None else float("inf")
-        lines.append(f"{r['step']:>7} {r['train_seconds'] / 60:>7.1f} {r['ssim']:>8.3f} {r['ssim_to_source']:>8.3f} "
-                     f"{psnr:>6.1f} {r['recognisable']:>6.0%} {r['jitter']:>7.4f} "
-                     f"{r['landmark_error'] if r['landmark_error'] is not None else float('nan'):>7.3f}")
+        lines.append(f"{r['step']:>7} {r['train_seconds'] / 60:>7.1f} | {'':>{len(str(size)) + 7}}"
+                     f"{_num(r.get('view_ssim')):>5.3f} {_num(r.get('view_psnr')):>5.1f} "
+                     f"{_num(r.get('view_detail')):>6.2f} {_num(r.get('view_landmark_error')):>7.3f} "
+                     f"| {'':>11}{r['ssim']:>7.3f} {r['ssim_to_source']:>7.3f} {r['recognisable']:>5.0%} "
+                     f"{r['jitter']:>7.4f}")
     return "\n".join(lines)
+
+
+def verdict_line(row: dict[str, Any]) -> str:
+    """The headline verdict of one scored checkpoint: convincing, recognisable only, or neither."""
+    from changeling.evaluate.paired import CONVINCING
+
+    size = row.get("view_size") or 0
+    figures = (f"at {size} px: SSIM {_num(row.get('view_ssim')):.3f} (convincing from {CONVINCING.ssim:.2f}), "
+               f"detail {_num(row.get('view_detail')):.2f} (convincing from {CONVINCING.detail_min:.2f} to "
+               f"{CONVINCING.detail_max:.2f}); {row['recognisable']:.0%} of frames closer to B than to A")
+    if row.get("is_convincing"):
+        return f"convincing: {figures}"
+    if row["is_recognisable"]:
+        return f"recognisable, not yet convincing: {figures}"
+    return f"not yet recognisable: {figures}"
