@@ -1,5 +1,6 @@
 """Settings for ``changeling train``. Everything may change on resume except the model shape: ``preset``,
-``resolution``, ``e_dims``, ``ae_dims`` and ``d_dims`` (0 keeps the preset's value, or the saved model's)."""
+``resolution``, ``e_dims``, ``ae_dims`` and ``d_dims`` (0 keeps the preset's value, or the saved model's), and
+the detail stage's scale once the model has one (a model without one may gain one)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ class TrainSettings:
     e_dims: int = settings_field(0, min=0, max=4096, help="encoder width (0: the preset's)")
     ae_dims: int = settings_field(0, min=0, max=16384, help="dense bottleneck width (0: the preset's)")
     d_dims: int = settings_field(0, min=0, max=4096, help="decoder width (0: the preset's)")
+    detail: Literal["auto", "off", "2x", "4x"] = settings_field(
+        "auto", help="detail stage: a per-person network that enlarges the model's faces 2x or 4x with that person's "
+        "own detail (auto: 4x up to 64 px models, 2x up to 128 px, as far as the extracted faces allow)")
+    detail_every: int = settings_field(1, min=1, max=1000, help="pair-model steps per detail-stage step")
+    detail_start: int = settings_field(0, min=0, help="steps before the detail stage starts training")
+    train_pair: bool = settings_field(True, help="train the pair model (off: only the detail stage trains; the "
+                                      "pair model stays as it is)")
     batch_size: int = settings_field(0, min=0, max=65536, help="faces per side per step; 0 fits it to memory")
     lr: float = settings_field(5e-4, min=0.0, max=1.0, help="AdamW learning rate")
     max_steps: int = settings_field(0, min=0, help="stop after this many steps in total (0: no limit)")

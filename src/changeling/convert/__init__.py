@@ -31,6 +31,7 @@ from changeling.convert.pipeline import (
 )
 from changeling.convert.writers import WriterKind, check_not_input, provenance_writer_factory
 from changeling.errors import UserError
+from changeling.models.detail import output_resolution
 from changeling.project import Project
 from changeling.types import DeviceChoice, Frame
 from changeling.video.images import is_image_path
@@ -143,7 +144,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
     own_side, to = ("A", "B") if settings.direction == "a2b" else ("B", "A")
     faces, faces_from = _face_source(project, source, own_side, alignments, track, settings.device)
     swapper = ModelSwapper(model, resolution=info.resolution, face_type=info.face_type, to=to,  # type: ignore[arg-type]
-                           device=device)
+                           device=device, output_resolution=output_resolution(model))
     workers = settings.workers or min(8, os.cpu_count() or 1)
     conv = Converter(faces=faces, swapper=swapper, color=color_matcher(settings.color),
                      masks=MaskBuilder(settings.mask, settings.erode, settings.blur),

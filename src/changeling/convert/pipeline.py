@@ -13,6 +13,7 @@ writer removes its temporary output, so nothing appears under the final name.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -33,7 +34,7 @@ from changeling.convert.maskops import MaskBuilder
 from changeling.convert.sharpen import unsharp_mask
 from changeling.convert.smooth import LandmarkSmoother, params_for_strength
 from changeling.convert.writers import FrameWriter, Patch, RenderedFrame, WriterFactory, check_not_input
-from changeling.detect.align import face_affine, transform_points, warp_face
+from changeling.detect.align import face_affine, rescale_affine, transform_points, warp_face
 from changeling.errors import UserError
 from changeling.progress import bar
 from changeling.threads import opencv_threads
@@ -73,18 +74,27 @@ class FaceSource(Protocol):
 
 
 class Swapper(Protocol):
-    """The model, seen from the converter: aligned crops in, swapped faces and their masks out."""
+    """The model, seen from the converter: aligned crops in, swapped faces and their masks out. The faces may
+    come out larger than the crops went in (a detail stage): ``output_resolution`` says how large."""
 
     resolution: int
+    output_resolution: int
     face_type: FaceType
 
     def __call__(self, crops: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """(N, R, R, 3) uint8 crops -> (N, R, R, 3) float32 faces in [0, 1] and (N, R, R) float32 masks."""
+        """(N, R, R, 3) uint8 crops -> (N, S, S, 3) float32 faces in [0, 1] and (N, S, S) float32 masks, S the
+        output resolution."""
 
 
 FaceFilter = Callable[[Frame, list[DetectedFace]], list[DetectedFace]]
 Marker = Callable[[Frame], Frame]
 Aligner = Callable[[np.ndarray, FaceType, int], Affine]
+
+
+def scaled_mask_builder(builder: MaskBuilder, k: float) -> MaskBuilder:
+    """``builder`` for faces ``k`` times larger than the model's crops: its erosion and feather widths are in
+    the model's crop pixels, so the blend looks the same with or without a detail stage."""
+    return dataclasses.replace(builder, erode=round(builder.erode * k), blur=round(builder.blur * k))
 
 
 def largest_face(frame: Frame, faces: list[DetectedFace]) -> list[DetectedFace]:
@@ -123,8 +133,8 @@ class FaceJob:
     landmarks: NDArray[np.float32]  # (N, 3) frame px, smoothed
     affine: Affine  # frame -> crop
     crop: NDArray[np.uint8]  # (R, R, 3) the original face crop
-    swapped: NDArray[np.float32] | None = None  # (R, R, 3) in [0, 1]
-    predicted_mask: NDArray[np.float32] | None = None  # (R, R)
+    swapped: NDArray[np.float32] | None = None  # (S, S, 3) in [0, 1], S the swapper's output resolution
+    predicted_mask: NDArray[np.float32] | None = None  # (S, S)
 
 
 @dataclass
@@ -248,16 +258,20 @@ class Converter:
         t0, c0 = time.perf_counter(), time.thread_time()
         match = color or self.color
         r = int(self.swapper.resolution)
+        size = int(getattr(self.swapper, "output_resolution", r))
+        masks = self.masks if size == r else scaled_mask_builder(self.masks, size / r)
         out = tf.image.copy()
         patches = []
         spent = {"render_mask": 0.0, "render_color": 0.0, "render_paste": 0.0}
         for job in plan.faces:
             assert job.swapped is not None
             t = time.perf_counter()
-            points = transform_points(job.landmarks, job.affine)
-            mask = self.masks(job.predicted_mask, points, r)
-            paste_affine = scale_about_centre(job.affine, self.face_scale, r)
-            target = job.crop if self.face_scale == 1.0 else warp_face(tf.image, paste_affine, r, border="replicate")
+            affine = job.affine if size == r else rescale_affine(job.affine, r, size)
+            points = transform_points(job.landmarks, affine)
+            mask = masks(job.predicted_mask, points, size)
+            paste_affine = scale_about_centre(affine, self.face_scale, size)
+            target = job.crop if self.face_scale == 1.0 and size == r else \
+                warp_face(tf.image, paste_affine, size, border="replicate")
             t1 = time.perf_counter()
             face = match(job.swapped, target, mask)
             face = unsharp_mask(face, self.sharpen)

@@ -142,9 +142,10 @@ class ModelSwapper:
     """
 
     def __init__(self, model: Any, *, resolution: int, face_type: FaceType, to: Side,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", output_resolution: int = 0) -> None:
         self.model = model
         self.resolution = int(resolution)
+        self.output_resolution = int(output_resolution or resolution)
         self.face_type = face_type
         self.to: Side = to
         self.device = torch.device(device)

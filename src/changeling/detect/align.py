@@ -95,6 +95,15 @@ def face_affine(landmarks: NDArray[np.floating], face_type: FaceType = "whole", 
     return compose(template_to_crop(face_type, size), to_template)
 
 
+def rescale_affine(affine: Affine, size: int, new_size: int) -> Affine:
+    """A frame -> crop ``affine`` for a ``size`` crop, made to give the same crop at ``new_size`` pixels (pixel
+    centres at integers: crop pixel x becomes (x + 0.5) * k - 0.5)."""
+    k = new_size / size
+    a = np.asarray(affine, dtype=np.float64) * k
+    a[:, 2] += 0.5 * k - 0.5
+    return a
+
+
 def invert_affine(affine: Affine) -> Affine:
     """Inverse of a (2, 3) affine (crop -> frame for an alignment)."""
     a = np.asarray(affine, dtype=np.float64)

@@ -27,7 +27,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from changeling.errors import UserError
-from changeling.models.pair import ModelConfig, PairModel
+from changeling.models.detail import DetailConfig, DetailedModel, DetailStage
+from changeling.models.pair import ModelConfig
 from changeling.models.registry import PRESETS, create_model
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ STATE = "state.json"
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 EMA = "ema.safetensors"
+DETAIL = "detail.safetensors"  # the detail stage's weights, when the model has one
+DETAIL_OPTIMIZER = "detail_optimizer.safetensors"
 MAX_STATE_BYTES = 50_000_000
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
@@ -53,10 +56,19 @@ class ModelInfo:
     step: int
     path: Path  # the checkpoint folder
     ema: bool = False  # whether EMA weights were stored (inference uses them)
+    detail: DetailConfig | None = None  # the detail stage, when the model has one
 
     @property
     def resolution(self) -> int:
         return self.config.resolution
+
+
+@dataclass
+class DetailTensors:
+    """A detail stage's weights and optimizer state as read from a checkpoint."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -68,6 +80,16 @@ class LoadedCheckpoint:
     optimizer: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     state: dict[str, Any]  # the whole state.json
+    detail: DetailTensors | None = None
+
+
+@dataclass
+class DetailSave:
+    """A detail stage to store beside the pair model."""
+
+    config: DetailConfig
+    weights: Mapping[str, torch.Tensor]
+    optimizer: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +102,7 @@ class SaveRequest:
     ema: Mapping[str, torch.Tensor] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)  # JSON-able trainer state
     settings: dict[str, Any] = field(default_factory=dict)
+    detail: DetailSave | None = None
 
 
 def step_name(step: int) -> str:
@@ -186,11 +209,19 @@ def _write_checkpoint(tmp: Path, final: Path, preset: str, config: ModelConfig, 
     blobs = {WEIGHTS: _tensor_bytes(req.weights), OPTIMIZER: _tensor_bytes(req.optimizer)}
     if req.ema is not None:
         blobs[EMA] = _tensor_bytes(req.ema)
+    if req.detail is not None:
+        if req.detail.config.resolution != config.resolution:
+            raise ValueError(f"the detail stage takes {req.detail.config.resolution} px faces, the model makes "
+                             f"{config.resolution} px")
+        blobs[DETAIL] = _tensor_bytes(req.detail.weights)
+        blobs[DETAIL_OPTIMIZER] = _tensor_bytes(req.detail.optimizer)
     state: dict[str, Any] = {
         "format": FORMAT, "kind": KIND, "preset": preset, "model_config": config.to_dict(),
         "face_type": face_type, "step": req.step, "settings": req.settings, "trainer": req.trainer,
         "files": {k: _sha256(v) for k, v in blobs.items()}, "torch": torch.__version__,
     }
+    if req.detail is not None:
+        state["detail_config"] = req.detail.config.to_dict()
     state["digest"] = _digest(state)
     for fname, data in blobs.items():
         _write(tmp / fname, data)
@@ -266,13 +297,32 @@ def _parse_state(path: Path) -> dict[str, Any]:
         raise UserError("bad face_type in state.json", state_path)
     files = state.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files or not all(
-            k in (WEIGHTS, OPTIMIZER, EMA) and isinstance(v, str) for k, v in files.items()):
+            k in (WEIGHTS, OPTIMIZER, EMA, DETAIL, DETAIL_OPTIMIZER) and isinstance(v, str) for k, v in files.items()):
         raise UserError("bad file list in state.json", state_path)
     try:
-        ModelConfig.from_dict(state.get("model_config"))
+        config = ModelConfig.from_dict(state.get("model_config"))
     except ValueError as exc:
         raise UserError(f"bad model config in state.json: {exc}", state_path) from None
+    _parse_detail(state, config, state_path)
     return state
+
+
+def _parse_detail(state: dict[str, Any], config: ModelConfig, state_path: Path) -> DetailConfig | None:
+    """The detail stage's config in a parsed state, checked against the pair model's; ``None`` without one."""
+    raw = state.get("detail_config")
+    has_file = DETAIL in state["files"]
+    if raw is None and not has_file:
+        return None
+    if raw is None or not has_file:
+        raise UserError("state.json names a detail stage without its weights, or the reverse", state_path)
+    try:
+        detail = DetailConfig.from_dict(raw)
+    except ValueError as exc:
+        raise UserError(f"bad detail stage config in state.json: {exc}", state_path) from None
+    if detail.resolution != config.resolution:
+        raise UserError(f"the detail stage takes {detail.resolution} px faces but this {config.resolution} px "
+                        "model makes faces of another size; it belongs to another model", state_path)
+    return detail
 
 
 def _reject_constant(name: str) -> float:
@@ -296,8 +346,9 @@ def read_state(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
     """Only the checked ``state.json`` of a checkpoint folder (no tensors read, file checksums not verified)."""
     path = Path(path)
     state = _parse_state(path)
-    info = ModelInfo(preset=state["preset"], config=ModelConfig.from_dict(state["model_config"]),
-                     face_type=state["face_type"], step=state["step"], path=path, ema=EMA in state["files"])
+    config = ModelConfig.from_dict(state["model_config"])
+    info = ModelInfo(preset=state["preset"], config=config, face_type=state["face_type"], step=state["step"],
+                     path=path, ema=EMA in state["files"], detail=_parse_detail(state, config, path / STATE))
     return info, state
 
 
@@ -313,12 +364,18 @@ def read_checkpoint(path: Path, *, with_optimizer: bool = True) -> LoadedCheckpo
     optim = _read_tensors(path / OPTIMIZER, files[OPTIMIZER]) if with_optimizer and OPTIMIZER in files else {}
     ema = _read_tensors(path / EMA, files[EMA]) if EMA in files else None
     config = ModelConfig.from_dict(state["model_config"])
+    detail_config = _parse_detail(state, config, path / STATE)
+    detail = None
+    if detail_config is not None:
+        detail = DetailTensors(_read_tensors(path / DETAIL, files[DETAIL]),
+                               _read_tensors(path / DETAIL_OPTIMIZER, files[DETAIL_OPTIMIZER])
+                               if with_optimizer and DETAIL_OPTIMIZER in files else {})
     info = ModelInfo(preset=state["preset"], config=config, face_type=state["face_type"], step=state["step"],
-                     path=path, ema=ema is not None)
-    return LoadedCheckpoint(info, weights, optim, ema, state)
+                     path=path, ema=ema is not None, detail=detail_config)
+    return LoadedCheckpoint(info, weights, optim, ema, state, detail)
 
 
-def load_weights(model: PairModel, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: Path) -> None:
     """Copy ``weights`` into ``model``; :class:`UserError` if names or shapes differ."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
@@ -347,15 +404,22 @@ def find_model_checkpoint(model_dir: Path) -> Path:
     return latest
 
 
-def load_for_inference(model_dir: Path, device: torch.device | str) -> tuple[PairModel, ModelInfo]:
-    """The newest trained model of a model folder, in eval mode on ``device`` (EMA weights when stored).
+def load_for_inference(model_dir: Path, device: torch.device | str, *, detail: bool = True
+                       ) -> tuple[torch.nn.Module, ModelInfo]:
+    """The newest trained model of a model folder, in eval mode on ``device`` (EMA weights when stored), behind
+    its detail stage when it has one and ``detail`` is on (a :class:`DetailedModel`, whose ``swap`` returns the
+    larger faces); a model trained before detail stages existed loads as it is.
 
     Raises :class:`UserError` for a missing, damaged, tampered or pickle checkpoint.
     """
     ckpt = read_checkpoint(find_model_checkpoint(model_dir), with_optimizer=False)
-    model = create_model(ckpt.info.preset, ckpt.info.config)
+    model: torch.nn.Module = create_model(ckpt.info.preset, ckpt.info.config)
     source = ckpt.info.path / (EMA if ckpt.ema is not None else WEIGHTS)
     load_weights(model, ckpt.ema if ckpt.ema is not None else ckpt.weights, source)
+    if detail and ckpt.detail is not None and ckpt.info.detail is not None:
+        stage = DetailStage(ckpt.info.detail)
+        load_weights(stage, ckpt.detail.weights, ckpt.info.path / DETAIL)
+        model = DetailedModel(model, stage)
     model.eval().requires_grad_(False)
     return model.to(device), ckpt.info
 

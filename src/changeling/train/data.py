@@ -35,6 +35,7 @@ class FaceSet:
     names: list[str]
     face_type: str
     skipped: int = 0  # corrupt files that were skipped
+    stored_size: int = 0  # side of the face files on disk (0: unknown)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -48,7 +49,8 @@ class FaceSet:
         return self.images.numel() + self.masks.numel()
 
     def to(self, device: torch.device) -> FaceSet:
-        return FaceSet(self.images.to(device), self.masks.to(device), self.names, self.face_type, self.skipped)
+        return FaceSet(self.images.to(device), self.masks.to(device), self.names, self.face_type, self.skipped,
+                       self.stored_size)
 
     def gather(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Faces and masks at ``index`` (K,), moved to ``device``: two (K, 3, R, R) uint8 tensors."""
@@ -133,7 +135,7 @@ def load_faces(folder: Path, resolution: int, *, side: str = "", progress: bool 
         raise UserError(f"needs at least 2 readable {label}, found {len(names)} ({len(skipped)} corrupt)", folder)
     n = len(names)
     return FaceSet(torch.from_numpy(images[:n].copy()), torch.from_numpy(masks[:n].copy()), names,
-                   first[1].face_type, len(skipped))
+                   first[1].face_type, len(skipped), first[1].size)
 
 
 def check_pair(a: FaceSet, b: FaceSet, folder_b: Path | None = None) -> str:

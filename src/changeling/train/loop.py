@@ -32,6 +32,7 @@ import torch
 from changeling.config.train import TrainSettings
 from changeling.device import resolve_device
 from changeling.errors import ChangelingError, UserError
+from changeling.models.detail import DetailConfig, DetailedModel, DetailStage
 from changeling.models.pair import ModelConfig, PairModel
 from changeling.models.registry import PRESETS, Dims, create_model, preset_config
 from changeling.progress import bar
@@ -39,6 +40,9 @@ from changeling.project import Project
 from changeling.train import checkpoint as ck
 from changeling.train.augment import ApplyFn, Augmented, AugmentSettings, apply_draws, augment
 from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
+from changeling.train.detail import BATCH as DETAIL_BATCH
+from changeling.train.detail import LR as DETAIL_LR
+from changeling.train.detail import DetailTrainer, detail_config_for
 from changeling.train.distributed import (
     DDPPair,
     DistContext,
@@ -53,10 +57,12 @@ from changeling.train.distributed import (
 from changeling.train.logs import MetricsLog, plot_losses
 from changeling.train.losses import LossWeights, face_loss
 from changeling.train.preview import sample_indices, write_preview
+from changeling.types import Side
 
 log = logging.getLogger(__name__)
 
-FramePreview = Callable[[PairModel, int, Path], None]  # (model in eval mode, step, previews folder)
+FramePreview = Callable[[torch.nn.Module, int, Path], None]  # (model in eval mode, step, previews folder)
+DetailFaces = tuple[DetailConfig, FaceSet, FaceSet]  # the stage to train, and the faces at its output size
 StopReason = Literal["max_steps", "max_time", "interrupted", "steps_done"]
 
 CHECK_EVERY = 10  # steps between reads of the losses (non-finite check, progress, metrics line)
@@ -66,6 +72,7 @@ MAX_ROLLBACKS = 6  # consecutive rollbacks before giving up
 HISTORY_KEEP = 20_000  # loss history entries kept in the checkpoint
 SHAPE_FIELDS = ("preset", "resolution", "e_dims", "ae_dims", "d_dims")
 LOCK_NAME = ".train.lock"
+DETAIL_SALT = 7  # the detail stage's random draws use their own seed
 
 
 class NonFiniteLoss(ChangelingError):
@@ -120,6 +127,37 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def cpu_bf16_pays(model: PairModel, batch: int, channels_last: bool = True, margin: float = 1.1) -> bool:
+    """Whether bf16 autocast makes a forward and backward pass of ``model`` (``batch`` faces per side) at least
+    ``margin`` times faster than float32 on this CPU, timed on random faces (best of two after a warm-up each).
+
+    Measured rather than read off the CPU flags: a CPU that announces bf16 instructions may still run these
+    convolutions slower in bf16 (5x slower on a 2-core Xeon VM with AVX512-BF16 and no AMX; see
+    bench/RESULTS.md). The model's gradients are cleared afterwards; no RNG state is touched."""
+    r = model.config.resolution
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2 * batch, 3, r, r, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def best_seconds(amp: bool) -> float:
+        best = math.inf
+        for i in range(3):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                out_a, out_b = model.forward_pair(x[:batch], x[batch:])
+            (out_a.face.float().mean() + out_b.face.float().mean()).backward()
+            if i:
+                best = min(best, time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+        return best
+
+    fp32 = best_seconds(False)
+    bf16 = best_seconds(True)
+    log.info("bf16 autocast on this CPU: %.0f ms per step against %.0f ms in float32", 1000 * bf16, 1000 * fp32)
+    return bf16 * margin < fp32
 
 
 def shape_dims(settings: TrainSettings) -> Dims:
@@ -294,7 +332,8 @@ class Trainer:
 
     def __init__(self, faces_a: FaceSet, faces_b: FaceSet, paths: TrainPaths, settings: TrainSettings, *,
                  init_from: Path | None = None, progress: bool = True, frame_preview: FramePreview | None = None,
-                 should_stop: Callable[[], bool] | None = None, dist_ctx: DistContext | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, dist_ctx: DistContext | None = None,
+                 detail: DetailFaces | None = None) -> None:
         self.dist = dist_ctx
         self.is_main = dist_ctx is None or dist_ctx.is_main
         self.world = dist_ctx.world_size if dist_ctx is not None else 1
@@ -339,12 +378,25 @@ class Trainer:
         self.sampler_a = EpochSampler(len(faces_a), settings.seed, 1)
         self.sampler_b = EpochSampler(len(faces_b), settings.seed, 2)
         self.changed: dict[str, tuple[Any, Any]] = {}
+        self.detail: DetailTrainer | None = None
         if loaded is not None:
             self._restore(loaded, first=True)
         elif init_from is not None:
             self._init_from(Path(init_from))
         if self.ema is None and settings.ema > 0:
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.detail_lr = DETAIL_LR
+        self.detail_batch = DETAIL_BATCH
+        if detail is not None:
+            self.detail = self._make_detail(detail, loaded)
+        elif not settings.train_pair:
+            raise UserError("train_pair is off but this model has no detail stage to train; turn train_pair on, or "
+                            "set detail to auto, 2x or 4x", paths.model_dir)
+        if (settings.precision == "auto" and self.device.type == "cpu" and self.amp and self.dist is None):
+            # a CPU that announces bf16 may run it slower: a resumed run keeps its first run's measured choice
+            saved = loaded.state.get("trainer", {}).get("amp") if loaded is not None else None
+            self.amp = saved if isinstance(saved, bool) else cpu_bf16_pays(
+                self.model, settings.batch_size or CPU_BATCH, self.channels_last)
 
         self.faces_a, self.faces_b = self._place(faces_a), self._place(faces_b)
         self.preview_a = faces_a.images[sample_indices(len(faces_a), PREVIEW_SAMPLES)]
@@ -368,6 +420,8 @@ class Trainer:
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
         self.pending: list[torch.Tensor] = []
+        self.pending_detail: list[torch.Tensor] = []
+        self.last_detail_losses = (math.nan, math.nan)
         self.last_losses = (math.nan, math.nan)
         self.examples_per_s = 0.0
         self.last_saved_step = self.step if loaded is not None else -1
@@ -404,6 +458,10 @@ class Trainer:
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
             if loaded.ema is not None:
                 ck.load_weights(self.ema, loaded.ema, path / ck.EMA)
+        if self.detail is not None and loaded.detail is not None:
+            ck.load_weights(self.detail.stage, loaded.detail.weights, path / ck.DETAIL)
+            ck.load_optimizer_tensors(self.detail.optimizer, self.detail.stage, loaded.detail.optimizer,
+                                      path / ck.DETAIL_OPTIMIZER)
         trainer = loaded.state.get("trainer", {})
         self.step = loaded.info.step
         saved_settings = loaded.state.get("settings", {})
@@ -440,6 +498,42 @@ class Trainer:
                             f"{self.config.resolution} px with other dims)", other.info.path)
         self.model.load_state_dict(theirs, strict=False)
         log.info("started from the encoder of %s (step %d)", other.info.path, other.info.step)
+
+    def _make_detail(self, detail: DetailFaces, loaded: ck.LoadedCheckpoint | None) -> DetailTrainer:
+        """The detail stage (restored from the checkpoint when it has one) and its trainer."""
+        config, faces_a, faces_b = detail
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.settings.seed + DETAIL_SALT)
+            stage = DetailStage(config).to(self.device)
+        if self.channels_last:
+            stage = stage.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        wrap = None
+        if self.dist is not None:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrap = lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids)  # noqa: E731
+        trainer = DetailTrainer(stage, {"A": faces_a.images, "B": faces_b.images},
+                                {"A": faces_a.masks[:, :1].clone(), "B": faces_b.masks[:, :1].clone()},
+                                self.device, wrap=wrap)
+        if loaded is not None and loaded.detail is not None:
+            path = loaded.info.path
+            ck.load_weights(stage, loaded.detail.weights, path / ck.DETAIL)
+            ck.load_optimizer_tensors(trainer.optimizer, stage, loaded.detail.optimizer, path / ck.DETAIL_OPTIMIZER)
+        else:
+            log.info("a %dx detail stage starts (%d -> %d px)", config.scale, config.resolution,
+                     config.output_resolution)
+        return trainer
+
+    def _preview_stored(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The preview's sample faces at the detail stage's size, as stored (None without a stage)."""
+        if self.detail is None:
+            return None, None
+        return (self.detail.faces["A"][sample_indices(self.detail.faces["A"].shape[0], PREVIEW_SAMPLES)],
+                self.detail.faces["B"][sample_indices(self.detail.faces["B"].shape[0], PREVIEW_SAMPLES)])
+
+    def inference_model(self) -> torch.nn.Module:
+        """What the previews render with: the EMA weights when kept, behind the detail stage when there is one."""
+        model = self.ema if self.ema is not None else self.model
+        return DetailedModel(model, self.detail.stage) if self.detail is not None else model
 
     def _fit_batch(self) -> int:
         """The largest batch (faces per side, at most the preset's cap) whose step fits in memory."""
@@ -516,15 +610,35 @@ class Trainer:
                             "(effective batch stays %d)", self.micro_batch, math.ceil(n / self.micro_batch), n)
 
     def train_step(self) -> None:
-        """One optimisation step."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr()
-        a, b = self.next_batch()
-        losses = self._accumulate(a, b)
-        self._update_fn()
-        self.optimizer.zero_grad(set_to_none=True)
+        """One optimisation step: the pair model's (unless ``train_pair`` is off), then the detail stage's when
+        it is due."""
+        if self.settings.train_pair:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr()
+            a, b = self.next_batch()
+            losses = self._accumulate(a, b)
+            self._update_fn()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.pending.append(losses)
+        if self.detail is not None and self._detail_due():
+            for group in self.detail.optimizer.param_groups:
+                group["lr"] = self.detail_lr * self.lr_scale
+            seed = step_seed(self.settings.seed + DETAIL_SALT, self.step)
+            if self.dist is not None:
+                seed = (seed + 1_000_003 * self.dist.rank) % 2**63
+            self.pending_detail.append(self.detail.step(self._reconstruct, seed, amp=self.amp,
+                                                        clip=self.settings.grad_clip))
         self.step += 1
-        self.pending.append(losses)
+
+    def _detail_due(self) -> bool:
+        s = self.settings
+        return not s.train_pair or (self.step >= s.detail_start and self.step % s.detail_every == 0)
+
+    def _reconstruct(self, faces: torch.Tensor, side: Side) -> torch.Tensor:
+        """The pair model's rendering of ``faces`` as ``side`` (the detail stage's input; no gradients)."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        with torch.no_grad(), torch.autocast(faces.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(faces.contiguous(memory_format=fmt), side).face
 
     def _first_update(self) -> None:
         """The first compiled update; from then on the compiled one, or the eager one if it cannot compile."""
@@ -558,29 +672,47 @@ class Trainer:
 
     def _flush(self, bar_: Any, t_mark: float, examples: int) -> None:
         """Read the pending losses (one sync); raise :class:`NonFiniteLoss` if any is not finite; log them."""
-        if not self.pending:
+        if not self.pending and not self.pending_detail:
             return
-        vals = mean_across(torch.stack(self.pending), self.dist).cpu()  # (k, 2), averaged over the ranks
-        self.pending = []
-        if not bool(torch.isfinite(vals).all()):
-            raise NonFiniteLoss(f"loss is not finite by step {self.step}")
-        la, lb = (float(v) for v in vals.mean(0))
+        pair, detail = self._read_pending(self.pending), self._read_pending(self.pending_detail)
+        self.pending, self.pending_detail = [], []
         dt = max(1e-9, time.perf_counter() - t_mark)
         self.examples_per_s = examples / dt
-        self.last_losses = (la, lb)
-        self.history.append((self.step, la, lb))
-        del self.history[:-HISTORY_KEEP]
+        record: dict[str, Any] = {"step": self.step, "time": time.time()}
+        if pair is not None:
+            la, lb = pair
+            self.last_losses = (la, lb)
+            self.history.append((self.step, la, lb))
+            del self.history[:-HISTORY_KEEP]
+            record.update(loss_a=la, loss_b=lb, lr=self.lr())
+        if detail is not None:
+            self.last_detail_losses = detail
+            record.update(detail_a=detail[0], detail_b=detail[1])
         if self.is_main:
-            self.metrics.write({"step": self.step, "time": time.time(), "loss_a": la, "loss_b": lb,
-                                "lr": self.lr(), "examples_per_s": self.examples_per_s,
+            self.metrics.write({**record, "examples_per_s": self.examples_per_s,
                                 "batch_size": self.batch_size * self.world, "micro_batch": self.micro_batch,
                                 "world_size": self.world, "memory_mb": memory_bytes(self.device) / 2**20})
         bar_.update(self.step - bar_.n)
-        bar_.set_postfix_str(f"loss A {la:.4f} B {lb:.4f} {self.examples_per_s:.1f} ex/s")
+        shown = [f"loss A {pair[0]:.4f} B {pair[1]:.4f}"] if pair is not None else []
+        if detail is not None:
+            shown.append(f"detail A {detail[0]:.4f} B {detail[1]:.4f}")
+        bar_.set_postfix_str(" ".join(shown) + f" {self.examples_per_s:.1f} ex/s")
+
+    def _read_pending(self, pending: list[torch.Tensor]) -> tuple[float, float] | None:
+        """The mean of pending (2,) losses over the steps and ranks; :class:`NonFiniteLoss` if any is not
+        finite; ``None`` when there are none."""
+        if not pending:
+            return None
+        vals = mean_across(torch.stack(pending), self.dist).cpu()  # (k, 2), averaged over the ranks
+        if not bool(torch.isfinite(vals).all()):
+            raise NonFiniteLoss(f"loss is not finite by step {self.step}")
+        a, b = (float(v) for v in vals.mean(0))
+        return a, b
 
     def _check_finite(self) -> None:
         """Raise :class:`NonFiniteLoss` if any weight is not finite (one sync)."""
-        if not bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
+        params = list(self.model.parameters()) + (list(self.detail.stage.parameters()) if self.detail else [])
+        if not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
             raise NonFiniteLoss(f"weights are not finite at step {self.step}")
 
     def save(self) -> Path | None:
@@ -589,13 +721,14 @@ class Trainer:
         trainer = {"lr_scale": self.lr_scale, "history": [list(h) for h in self.history],
                    "samplers": {"A": self.sampler_a.state(), "B": self.sampler_b.state()},
                    "elapsed": self.elapsed_before + (time.perf_counter() - self._t_start),
-                   "batch_size": self.batch_size, "micro_batch": self.micro_batch, "rollbacks": self.rollbacks}
+                   "batch_size": self.batch_size, "micro_batch": self.micro_batch, "rollbacks": self.rollbacks,
+                   "amp": self.amp}
         path: Path | None = None
         if self.is_main:  # with several processes rank 0 writes; the weights are the same on every rank
             req = ck.SaveRequest(step=self.step, weights=self.model.state_dict(),
                                  optimizer={**ck.optimizer_tensors(self.optimizer, self.model), **ck.rng_tensors()},
                                  ema=self.ema.state_dict() if self.ema is not None else None, trainer=trainer,
-                                 settings=dataclasses.asdict(self.settings))
+                                 settings=dataclasses.asdict(self.settings), detail=self._detail_save())
             path = ck.save_checkpoint(self.paths.model_dir, self.preset, self.config, self.face_type, req,
                                       keep_last=self.settings.keep_last, snapshot_every=self.settings.snapshot_every)
             try:
@@ -608,10 +741,17 @@ class Trainer:
         self.last_saved_step, self.last_saved_path = self.step, path
         return path
 
+    def _detail_save(self) -> ck.DetailSave | None:
+        if self.detail is None:
+            return None
+        stage = self.detail.stage
+        return ck.DetailSave(config=stage.config, weights=stage.state_dict(),
+                             optimizer=ck.optimizer_tensors(self.detail.optimizer, stage))
+
     def rollback(self, reason: str) -> None:
         """Return to the newest checkpoint and halve the learning rate."""
         self.rollbacks += 1
-        self.pending = []
+        self.pending, self.pending_detail = [], []
         self.optimizer.zero_grad(set_to_none=True)
         if self.rollbacks > MAX_ROLLBACKS:
             raise ChangelingError(f"{reason}; {MAX_ROLLBACKS} rollbacks did not help (learning rate now "
@@ -633,9 +773,10 @@ class Trainer:
         """Write the preview grid and timelapse frame, then call the frame preview hook (errors there are logged)."""
         if not self.is_main:
             return
-        model = self.ema if self.ema is not None else self.model
+        model = self.inference_model()
         try:
-            write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step)
+            write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step,
+                          *self._preview_stored())
         except OSError as exc:
             log.warning("could not write the preview of step %d (%s)", self.step, exc.strerror or exc)
         if self.frame_preview is not None:
@@ -683,7 +824,7 @@ class Trainer:
                     return reason
                 try:
                     self.train_step()
-                    examples += 2 * self.batch_size * self.world
+                    examples += 2 * (self.batch_size if self.settings.train_pair else self.detail_batch) * self.world
                     due_save = self.step % s.save_every == 0
                     due_preview = s.preview_every > 0 and self.step % s.preview_every == 0
                     if self.step % CHECK_EVERY == 0 or due_save or due_preview:
@@ -714,7 +855,7 @@ class Trainer:
                 reason = self.train_steps()
             if self.step != self.last_saved_step:
                 try:
-                    self.pending = []
+                    self.pending, self.pending_detail = [], []
                     self.save()
                 except NonFiniteLoss:
                     log.warning("not saving step %d: its weights are not finite; the last checkpoint stays",
@@ -773,6 +914,40 @@ def _train_locked(project: Project, paths: TrainPaths, settings: TrainSettings, 
     faces_a = load_faces(project.faces_dir("A"), config.resolution, side="A", progress=progress)
     faces_b = load_faces(project.faces_dir("B"), config.resolution, side="B", progress=progress)
     check_pair(faces_a, faces_b, project.faces_dir("B"))
+    stored = min(faces_a.stored_size, faces_b.stored_size)
+    detail_config = resolve_detail(settings, config, stored, info.detail if latest is not None else None,
+                                   paths.model_dir)
+    detail = None
+    if detail_config is not None:
+        size = detail_config.output_resolution
+        detail = (detail_config, load_faces(project.faces_dir("A"), size, side="A", progress=progress),
+                  load_faces(project.faces_dir("B"), size, side="B", progress=progress))
     trainer = Trainer(faces_a, faces_b, paths, settings, init_from=init_from, progress=progress,
-                      frame_preview=frame_preview, should_stop=should_stop, dist_ctx=ctx)
+                      frame_preview=frame_preview, should_stop=should_stop, dist_ctx=ctx, detail=detail)
     return trainer.run()
+
+
+def resolve_detail(settings: TrainSettings, config: ModelConfig, stored_size: int, saved: DetailConfig | None,
+                   model_dir: Path) -> DetailConfig | None:
+    """The detail stage to train: the saved model's when it has one (its scale cannot change, nor can it be
+    removed), else what the ``detail`` setting asks for; :class:`UserError` saying what does not fit."""
+    choice = settings.detail
+    if saved is not None:
+        if saved.resolution != config.resolution:
+            raise UserError(f"the detail stage takes {saved.resolution} px faces but the pair model makes "
+                            f"{config.resolution} px faces", model_dir)
+        if choice == "off":
+            raise UserError(f"this model has a {saved.scale}x detail stage, which stays once made; set detail to "
+                            f"auto or {saved.scale}x (--detail-every N trains it less often)", model_dir)
+        if choice != "auto" and int(choice.rstrip("x")) != saved.scale:
+            raise UserError(f"this model has a {saved.scale}x detail stage and its scale cannot change on resume "
+                            f"(asked for {choice}); set detail to auto or {saved.scale}x", model_dir)
+        if saved.output_resolution > stored_size:
+            raise UserError(f"the {saved.scale}x detail stage learns from faces of {saved.output_resolution} px but "
+                            f"these faces are stored at {stored_size} px; extract with --size "
+                            f"{saved.output_resolution}", model_dir)
+        return saved
+    try:
+        return detail_config_for(choice, config.resolution, stored_size)
+    except ValueError as exc:
+        raise UserError(str(exc), model_dir) from None
