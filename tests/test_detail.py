@@ -57,8 +57,7 @@ def test_an_untrained_stage_is_exactly_the_bilinear_enlargement() -> None:
 
 
 def test_the_detailed_model_swaps_into_larger_faces() -> None:
-    from changeling.models.registry import create_model, preset_config
-    from changeling.models.registry import Dims
+    from changeling.models.registry import Dims, create_model, preset_config
 
     pair = create_model("tiny", preset_config("tiny", Dims(32, 4, 16, 8))).eval()
     model = DetailedModel(pair, DetailStage(DetailConfig(resolution=32, scale=2, channels=8, blocks=1))).eval()

@@ -258,9 +258,10 @@ def convert_1080p(device: str, repeats: int, quick: bool = False) -> dict[str, A
 
 def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_s: float | None = None,
                          preset: str | None = None) -> dict[str, Any]:
-    """Train on the demo's training clips and score the held-out sequence every few steps; the training time
-    (evaluation excluded) until >= 90% of held-out frames are closer to B than to A, and the masked SSIM and
-    PSNR at the end of the budget."""
+    """Train on the demo's training clips with the demo's settings and score the held-out sequence as training
+    goes (evaluation time excluded): the training time until >= 90% of held-out frames are closer to B than to
+    A (every few steps, at the model's resolution), the time until the swap is convincing (the view-size
+    scores, every ``VIEW_PROBE_S`` seconds of training), and every score at the end of the budget."""
     from changeling.config import ExtractSettings, TrainSettings
     from changeling.demo import sample_clips
     from changeling.evaluate.paired import PairedSpec, make_paired_data
@@ -283,36 +284,55 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
         data: dict[tuple[int, str], Any] = {}
         trace: list[dict[str, float]] = []
         eval_s = 0.0
+        next_view = 0.0
         t_start = time.perf_counter()
 
         def probe(model: Any, step: int, _previews: Path) -> None:
-            nonlocal eval_s
+            nonlocal eval_s, next_view
             t0 = time.perf_counter()
+            train_s = t0 - t_start - eval_s
             cfg = model.config
             key = (cfg.resolution, "whole")
             if key not in data:
                 data[key] = make_paired_data(spec, cfg.resolution, "whole")
-            s = _quick_scores(model, data[key])
+            view = train_s >= next_view or train_s >= budget - VIEW_PROBE_S / 2
+            if view:
+                next_view = train_s + VIEW_PROBE_S
+            s = _quick_scores(model, data[key], view=view)
             eval_s += time.perf_counter() - t0
-            trace.append({"step": step, "train_s": time.perf_counter() - t_start - eval_s, **s})
+            trace.append({"step": step, "train_s": train_s, **s})
 
         train(project, settings, progress=False, frame_preview=probe)
     first = next((t for t in trace if t["recognisable"] >= 0.9), None)
+    convincing = next((t for t in trace if t.get("convincing")), None)
+    viewed = [t for t in trace if "view_ssim" in t]
     last = trace[-1] if trace else {}
+    end = viewed[-1] if viewed else {}
     return {"value": first["train_s"] if first else float("nan"), "unit": "s", "preset": preset,
             "target": _target("time-to-recognisable", device), "budget_s": budget,
             "ssim_at_end": last.get("ssim"), "psnr_at_end": last.get("psnr"),
-            "recognisable_at_end": last.get("recognisable"), "steps": last.get("step"), "trace": trace,
-            "detail_keys": ["preset", "budget_s", "ssim_at_end", "psnr_at_end", "steps"]}
+            "recognisable_at_end": last.get("recognisable"), "steps": last.get("step"),
+            "view_ssim_at_end": end.get("view_ssim"), "view_detail_at_end": end.get("view_detail"),
+            "view_psnr_at_end": end.get("view_psnr"),
+            "time_to_convincing_s": convincing["train_s"] if convincing else None, "trace": trace,
+            "detail_keys": ["preset", "budget_s", "ssim_at_end", "view_ssim_at_end", "view_detail_at_end",
+                            "time_to_convincing_s", "steps"]}
 
 
-def _quick_scores(model: Any, data: Any) -> dict[str, float]:
+VIEW_PROBE_S = 60.0  # seconds of training between the (slower) view-size probes of time_to_recognisable
+
+
+def _quick_scores(model: Any, data: Any, *, view: bool = False) -> dict[str, float]:
     from changeling.evaluate.paired import score_outputs, swap_faces
 
     was = model.training
     model.eval()
     try:
-        s = score_outputs(swap_faces(model, data.a, "B"), data, landmarks=False)
+        s = score_outputs(swap_faces(model, data.a, "B"), data, landmarks=False, view=view)
     finally:
         model.train(was)
-    return {"ssim": s.ssim, "psnr": s.psnr, "recognisable": s.recognisable}
+    out = {"ssim": s.ssim, "psnr": s.psnr, "recognisable": s.recognisable}
+    if view:
+        out.update(view_ssim=s.view_ssim, view_detail=s.view_detail, view_psnr=s.view_psnr,
+                   convincing=float(s.is_convincing()))
+    return out

@@ -48,7 +48,9 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("convert-720p", "changeling.bench.cases:convert_720p", "convert end to end at 720p, frames/s"),
     Case("convert-1080p", "changeling.bench.cases:convert_1080p", "convert end to end at 1080p, frames/s"),
     Case("time-to-recognisable", "changeling.bench.cases:time_to_recognisable",
-         "seconds of training until the paired benchmark's swap is recognisable"),
+         "seconds of training until the paired benchmark's swap is recognisable; view-size scores at the end"),
+    Case("quality-ab", "changeling.bench.quality:quality_ab",
+         "swap quality at view size after the demo's budget, for each training variant (same seed and budget)"),
 )}
 
 CPU_DEFAULT = ("train-tiny", "extract-720p", "convert-720p")

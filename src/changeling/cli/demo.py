@@ -28,15 +28,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--minutes must be positive, got {args.minutes}")
     r = run_demo(args.project, minutes=args.minutes, preset=args.preset, device=args.device,
                  progress=not args.quiet)
-    verdict = "recognisable" if r.recognisable >= 0.9 else "not yet recognisable"
+    from changeling.evaluate.project import format_identity
+
+    last = r.latest
     print(f"""
 changeling demo finished: {r.step} training steps in {r.train_seconds / 60:.1f} minutes
+  the swap is {r.verdict_line}
   swapped video:  {r.output}   (provenance: {r.verdict})
   preview grid:   {r.preview_grid or '(none yet)'}
   frame preview:  {r.frame_preview or '(none yet)'}
   quality plot:   {r.plot}
   scores:         {r.scores_json}
-  paired benchmark: {verdict}: {r.recognisable:.0%} of held-out frames closer to B than to A;
-                    masked SSIM to the ideal swap {r.ssim:.3f} (A unchanged would score {r.baseline_ssim:.3f})
+  at the model's resolution: masked SSIM to the ideal swap {r.ssim:.3f} (A unchanged would score
+                    {r.baseline_ssim:.3f}); landmark error {_num(last.get('view_landmark_error')):.3f} inter-ocular
+  {format_identity(last.get('identity'))}
 Run `changeling demo --project {r.project} --minutes {args.minutes * 2:g}` to train longer (it resumes).""")
     return 0
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")

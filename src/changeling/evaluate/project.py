@@ -67,11 +67,29 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
                      "checkpoint": str(path), **scores.as_dict(), "identity": ident,
                      "is_convincing": scores.is_convincing(ident)})
         log.debug("step %d: %s", step, rows[-1])
+    _events(project, rows)
     project.output_dir.mkdir(parents=True, exist_ok=True)
     json_path = project.output_dir / "scores.json"
     plot_path = project.output_dir / "quality.png"
     write_report(rows, json_path, plot_path)
     return EvaluateResult(rows=rows, json_path=json_path, plot_path=plot_path)
+
+
+def _events(project: Project, rows: list[dict[str, Any]]) -> None:
+    """The scores as TensorBoard scalars at each checkpoint's step (when a writer is installed)."""
+    from changeling.train.events import EventLog
+
+    events = EventLog(project.logs_dir)
+    if not events.active:
+        return
+    keys = ("view_ssim", "view_psnr", "view_detail", "view_landmark_error", "view_jitter", "ssim", "psnr",
+            "recognisable", "landmark_error")
+    for row in rows:
+        events.scalars(row["step"], {k: row.get(k) for k in keys}, "eval/")
+        ident = row.get("identity")
+        if ident:
+            events.scalars(row["step"], {k: ident.get(k) for k in ("to_B", "to_A", "closer_to_B")}, "eval/identity_")
+    events.close()
 
 
 def format_identity(ident: dict[str, Any] | None) -> str:

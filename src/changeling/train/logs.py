@@ -1,8 +1,5 @@
-"""Training logs: one JSON object per line in ``logs/metrics.jsonl`` and a loss plot ``logs/loss.png``.
-
-TensorBoard event files are not written: ``torch.utils.tensorboard`` needs the separate ``tensorboard``
-package, which changeling does not depend on. The JSON lines hold the same numbers (step, losses, learning
-rate, examples per second, memory) and the PNG plot shows the loss curves.
+"""Training logs: one JSON object per line in ``logs/metrics.jsonl`` and a loss plot ``logs/loss.png``, always
+written; TensorBoard event files beside them when a writer is installed (:mod:`changeling.train.events`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from changeling.config.train import TrainSettings
@@ -54,6 +55,7 @@ from changeling.train.distributed import (
     rank_slice,
     shutdown,
 )
+from changeling.train.events import EventLog
 from changeling.train.logs import MetricsLog, plot_losses
 from changeling.train.losses import LossWeights, face_loss
 from changeling.train.preview import sample_indices, write_preview
@@ -419,6 +421,7 @@ class Trainer:
         self.batch_size = settings.batch_size or agree_min(self._fit_batch(), dist_ctx, self.device)
         self.micro_batch = self.batch_size
         self.metrics = MetricsLog(paths.logs_dir)
+        self.events = EventLog(paths.logs_dir, enabled=self.is_main)
         self.pending: list[torch.Tensor] = []
         self.pending_detail: list[torch.Tensor] = []
         self.last_detail_losses = (math.nan, math.nan)
@@ -689,9 +692,11 @@ class Trainer:
             self.last_detail_losses = detail
             record.update(detail_a=detail[0], detail_b=detail[1])
         if self.is_main:
-            self.metrics.write({**record, "examples_per_s": self.examples_per_s,
-                                "batch_size": self.batch_size * self.world, "micro_batch": self.micro_batch,
-                                "world_size": self.world, "memory_mb": memory_bytes(self.device) / 2**20})
+            record.update(examples_per_s=self.examples_per_s, batch_size=self.batch_size * self.world,
+                          micro_batch=self.micro_batch, world_size=self.world,
+                          memory_mb=memory_bytes(self.device) / 2**20)
+            self.metrics.write(record)
+            self.events.scalars(self.step, {k: v for k, v in record.items() if k not in ("step", "time")}, "train/")
         bar_.update(self.step - bar_.n)
         shown = [f"loss A {pair[0]:.4f} B {pair[1]:.4f}"] if pair is not None else []
         if detail is not None:
@@ -775,8 +780,13 @@ class Trainer:
             return
         model = self.inference_model()
         try:
-            write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step,
-                          *self._preview_stored())
+            grid = write_preview(model, self.preview_a, self.preview_b, self.paths.previews_dir, self.step,
+                                 *self._preview_stored())
+            if self.events.active:
+                from PIL import Image
+
+                with Image.open(grid) as img:
+                    self.events.image("preview", np.asarray(img.convert("RGB")), self.step)
         except OSError as exc:
             log.warning("could not write the preview of step %d (%s)", self.step, exc.strerror or exc)
         if self.frame_preview is not None:
@@ -865,6 +875,7 @@ class Trainer:
                 self.preview()
         finally:
             self.metrics.close()
+            self.events.close()
         log.info("stopped (%s) at step %d; model saved in %s", reason.replace("_", " "), self.step, path)
         return TrainResult(step=self.step, stopped=reason, checkpoint=path, examples_per_s=self.examples_per_s,
                            loss_a=self.last_losses[0], loss_b=self.last_losses[1], rollbacks=self.rollbacks,

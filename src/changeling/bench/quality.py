@@ -1,0 +1,139 @@
+"""Swap quality per minute of training: the demo's pair (sample clips of the two portraits, extracted once) trained
+under named variants of the training settings with the same seed, the same time budget and the same machine,
+one after another in one run, each scored on the paired benchmark's held-out motion at the view size.
+
+``changeling bench quality-ab`` runs the default variants with the demo's 10-minute budget (200 s with
+``--quick``); ``python -m changeling.bench.quality --variants ... --budget SECONDS`` runs any of them. The
+training time counts everything a user's run spends (previews and checkpoints included), as the demo does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# name -> TrainSettings overrides; "default" is what the demo trains
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no-detail": {"detail": "off"},
+}
+AB_DEFAULT = ("no-detail", "default")
+SCORE_KEYS = ("view_ssim", "view_detail", "view_psnr", "view_landmark_error", "view_jitter", "ssim",
+              "landmark_error", "jitter", "recognisable", "is_convincing")
+
+
+def prepare(root: Path, device: str) -> Path:
+    """The demo's sample clips and extracted faces under ``root/faces`` (made once, reused by every variant)."""
+    from changeling.config import ExtractSettings
+    from changeling.demo import sample_clips
+    from changeling.evaluate.paired import PairedSpec
+    from changeling.extract import extract
+    from changeling.project import init_project
+
+    project = init_project(root / "faces")
+    clips = sample_clips(project, PairedSpec(), progress=False)
+    for side in ("A", "B"):
+        extract(project, side, [clips[side]], ExtractSettings(device=device), progress=False)  # type: ignore[arg-type]
+    return project.root
+
+
+def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Path, *, budget_s: float,
+                device: str, seed: int = 0, identity: bool = True) -> dict[str, Any]:
+    """Train one variant from scratch for ``budget_s`` seconds on the prepared faces and score its newest
+    checkpoint: the scores, the steps and the training seconds."""
+    from changeling.config import TrainSettings
+    from changeling.evaluate.paired import PairedSpec, evaluate_model, make_paired_data
+    from changeling.project import init_project
+    from changeling.train import checkpoint as ck
+    from changeling.train.loop import train
+
+    project = init_project(root / name)
+    for side in ("A", "B"):
+        target = project.faces_dir(side)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(faces_root / "faces" / side, target)
+    base = TrainSettings(device=device, seed=seed, max_time=budget_s, preview_every=100, save_every=100,  # type: ignore[arg-type]
+                         snapshot_every=0)
+    settings = dataclasses.replace(base, **overrides)
+    t0 = time.perf_counter()
+    result = train(project, settings, progress=False)
+    wall = time.perf_counter() - t0
+    model, info = ck.load_for_inference(project.model_dir, device)
+    data = make_paired_data(PairedSpec(), info.resolution, info.face_type)
+    scores, ident = evaluate_model(model, data, identity=identity)
+    row = {k: v for k, v in scores.as_dict().items() if k in SCORE_KEYS}
+    row.update(is_convincing=scores.is_convincing(ident), variant=name, overrides=overrides, steps=result.step,
+               train_s=round(wall, 1), detail=info.detail.scale if info.detail is not None else 1,
+               closer_to_B=ident["closer_to_B"] if ident else None)
+    return row
+
+
+def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0, identity: bool = True,
+            keep: Path | None = None) -> list[dict[str, Any]]:
+    """Every variant in turn, same seed and budget, on faces prepared once; one row each."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    tmp = None if keep is not None else tempfile.TemporaryDirectory(prefix="changeling-quality-")
+    root = Path(keep if keep is not None else tmp.name)  # type: ignore[union-attr]
+    try:
+        faces = prepare(root, device)
+        rows = []
+        for name in variants:
+            log.info("quality: training %s for %.0f s", name, budget_s)
+            rows.append(run_variant(name, VARIANTS[name], faces, root, budget_s=budget_s, device=device, seed=seed,
+                                    identity=identity))
+            log.info("quality: %s", rows[-1])
+        return rows
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def quality_ab(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """The bench case: the default A/B at the demo's budget; the headline is the default variant's detail
+    ratio at view size, every variant's figures are in the details."""
+    budget = 200.0 if quick else 600.0
+    rows = compare(list(AB_DEFAULT), budget_s=budget, device=device)
+    by = {r["variant"]: r for r in rows}
+    head = by["default"]
+    out: dict[str, Any] = {"value": head["view_detail"], "unit": "detail ratio at 256 px",
+                           "target": ">= 0.90 detail, >= 0.70 SSIM after 10 min (CPU)", "budget_s": budget}
+    for r in rows:
+        out[r["variant"]] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
+                             if k not in ("variant", "overrides")}
+    out["detail_keys"] = ["budget_s", *[r["variant"] for r in rows]]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(AB_DEFAULT), help=f"of {', '.join(VARIANTS)}")
+    p.add_argument("--budget", type=float, default=600.0, help="training seconds per variant")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", type=Path, default=None, help="keep the projects in this folder")
+    p.add_argument("--no-identity", action="store_true", help="skip the dlib identity score")
+    p.add_argument("--json-out", type=Path, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rows = compare(args.variants, budget_s=args.budget, device=args.device, seed=args.seed,
+                   identity=not args.no_identity, keep=args.keep)
+    text = json.dumps(rows, indent=1)
+    if args.json_out:
+        args.json_out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
