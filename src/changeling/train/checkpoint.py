@@ -27,6 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from changeling.errors import UserError
+from changeling.fileio import fsync_dir
 from changeling.models.pair import ModelConfig, PairModel
 from changeling.models.registry import PRESETS, create_model
 
@@ -106,19 +107,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def list_checkpoints(model_dir: Path, *, snapshots: bool = False) -> list[tuple[int, Path]]:
     """Complete checkpoint folders as (step, path), oldest first (temporary folders are ignored)."""
     root = Path(model_dir) / ("snapshots" if snapshots else "checkpoints")
@@ -195,7 +183,7 @@ def _write_checkpoint(tmp: Path, final: Path, preset: str, config: ModelConfig, 
     for fname, data in blobs.items():
         _write(tmp / fname, data)
     _write(tmp / STATE, json.dumps(state, indent=1, allow_nan=False).encode())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # a rollback re-reaching a step: replace the old folder only after the new one is complete
         old = root / f".{final.name}.old-{os.getpid()}"
         final.rename(old)
@@ -203,7 +191,7 @@ def _write_checkpoint(tmp: Path, final: Path, preset: str, config: ModelConfig, 
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)
-    _fsync_dir(root)
+    fsync_dir(root)
     return final
 
 
