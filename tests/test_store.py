@@ -9,9 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 
 from changeling.errors import UserError
 from changeling.faces.store import AlignmentStore, FaceRecord, FrameRecord, content_hash
+from hangs import outcome
 
 
 def _src(tmp_path: Path, data: bytes = b"video bytes" * 100, name: str = "a.mp4") -> Path:
@@ -183,9 +182,6 @@ def test_resume_after_sigkill_records_each_frame_once(tmp_path: Path) -> None:
 # An alignments file comes with a project, and projects get shared: each file below is crafted from a valid
 # one, and reading it must end (never hang) with one UserError line naming it, and never change it.
 
-HANG_S = 30  # a read still running after this long is a hang (the test fails instead of waiting for ever)
-
-
 def _valid_store(tmp_path: Path) -> Path:
     db, src = tmp_path / "a.sqlite", _src(tmp_path)
     with AlignmentStore.open(db, src, frame_count=3, settings={"size": 64}) as st:
@@ -217,24 +213,6 @@ def _read_everything(db: Path) -> None:
         for i in range(3):
             st.faces_for_frame(i)
         st.all_faces(include_deleted=True)
-
-
-def _ends(fn: Callable[[], None]) -> BaseException | None:
-    """Run ``fn`` in a thread; its exception (None if it returned). Fails if it is still running after HANG_S."""
-    box: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            fn()
-            box.append(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(HANG_S)
-    assert not t.is_alive(), f"still running after {HANG_S} s: a hang"
-    return box[0]
 
 
 NAN_BLOB = "X'" + np.full((478, 3), np.nan, "<f4").tobytes().hex() + "'"
@@ -270,13 +248,13 @@ def test_hostile_alignments_are_refused_in_one_line_without_hanging(tmp_path: Pa
     db = _valid_store(tmp_path)
     _tamper(db, HOSTILE[name])
     before = db.read_bytes()
-    err = _ends(lambda: _read_everything(db))
+    err = outcome(lambda: _read_everything(db))
     assert isinstance(err, UserError), repr(err)
     assert str(err).startswith(f"{db}: ") and "\n" not in str(err), str(err)
     assert db.read_bytes() == before  # refused without a change
     # `faces clean` (which writes) ends too: a schema changeling does not make is refused before anything is
     # written; bad values are refused where they are read
-    err = _ends(lambda: AlignmentStore.open_existing(db, writable=True).clean(tmp_path))
+    err = outcome(lambda: AlignmentStore.open_existing(db, writable=True).clean(tmp_path))
     assert err is None or isinstance(err, UserError), repr(err)
     if name in SCHEMA_CHANGES:
         assert isinstance(err, UserError) and db.read_bytes() == before, repr(err)
@@ -286,7 +264,7 @@ def test_a_fifo_in_place_of_the_file_is_refused_without_hanging(tmp_path: Path) 
     fifo = tmp_path / "a.sqlite"
     os.mkfifo(fifo)
     for fn in (lambda: AlignmentStore.open_existing(fifo), lambda: AlignmentStore.open(fifo, _src(tmp_path))):
-        err = _ends(fn)
+        err = outcome(fn)
         assert isinstance(err, UserError) and "not an alignments file" in str(err), repr(err)
 
 
@@ -371,7 +349,7 @@ def test_source_file_is_confined_to_the_project_or_the_extracted_content(tmp_pat
         with AlignmentStore.open_existing(root / "alignments" / "fifo.mp4.sqlite") as st:
             st.source_file(root)
 
-    err = _ends(read_fifo)
+    err = outcome(read_fifo)
     assert isinstance(err, UserError) and "not a regular file" in str(err), repr(err)
     with store_for(root / "gone.mp4", inside) as st, pytest.raises(UserError, match="cannot be read"):
         st.source_file(root)

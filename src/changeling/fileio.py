@@ -110,7 +110,7 @@ def check_regular(path: Path) -> os.stat_result:
     before opening, since opening some devices has effects and opening a FIFO waits for a writer."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile(f"not a regular file ({_kind(st.st_mode)})")
+        raise NotRegularFile(f"not a regular file ({describe_mode(st.st_mode)})")
     return st
 
 
@@ -123,7 +123,7 @@ def open_regular(path: Path) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode  # what was opened: the path may have been swapped since the check
         if not stat.S_ISREG(mode):
-            raise NotRegularFile(f"not a regular file ({_kind(mode)})")
+            raise NotRegularFile(f"not a regular file ({describe_mode(mode)})")
         if nonblock:
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -132,7 +132,8 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-def _kind(mode: int) -> str:
+def describe_mode(mode: int) -> str:
+    """What a file of this ``st_mode`` is, for a message: "a FIFO", "a device"..."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
