@@ -297,3 +297,23 @@ def test_a_resigned_optimizer_state_of_the_wrong_shape_is_refused(tmp_path: Path
         ck.read_checkpoint(path)
     assert str(err.value).startswith(str(path / ck.OPTIMIZER))
     ck.read_checkpoint(path, with_optimizer=False)  # convert does not read it
+
+
+def test_weights_not_fitting_a_resigned_config_are_refused_before_any_model_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-signed config asking for a far larger model than its weights hold is refused on the weights' shapes,
+    before a model of that config is allocated (only shapes are built, on the meta device)."""
+    path = _save(tmp_path, 1)
+    huge = preset_config("tiny", Dims(resolution=32, e_dims=4096, ae_dims=16384, d_dims=4096))
+    _resign(path, _set("model_config", huge.to_dict()))
+    real = ck.create_model
+
+    def only_on_meta(preset: str, config: Any) -> torch.nn.Module:
+        if config == huge and torch.empty(0).device.type != "meta":
+            raise AssertionError("a model of the hostile config was allocated")
+        return real(preset, config)
+
+    monkeypatch.setattr(ck, "create_model", only_on_meta)
+    with pytest.raises(UserError, match="weights do not fit the model config") as err:
+        ck.load_for_inference(tmp_path, "cpu")
+    assert str(err.value).startswith(str(path / ck.WEIGHTS))

@@ -435,14 +435,28 @@ def read_checkpoint(path: Path, *, with_optimizer: bool = True) -> LoadedCheckpo
     config = ModelConfig.from_dict(state["model_config"])
     expected = expected_files(state["preset"], config, path / STATE)
     weights = _read_tensors(path / WEIGHTS, files[WEIGHTS], expected.limits[WEIGHTS])
+    _check_shapes(weights, expected, path / WEIGHTS)
     optim: dict[str, torch.Tensor] = {}
     if with_optimizer and OPTIMIZER in files:
         optim = _read_tensors(path / OPTIMIZER, files[OPTIMIZER], expected.limits[OPTIMIZER])
         _check_optimizer(optim, expected, path / OPTIMIZER)
-    ema = _read_tensors(path / EMA, files[EMA], expected.limits[EMA]) if EMA in files else None
+    ema = None
+    if EMA in files:
+        ema = _read_tensors(path / EMA, files[EMA], expected.limits[EMA])
+        _check_shapes(ema, expected, path / EMA)
     info = ModelInfo(preset=state["preset"], config=config, face_type=state["face_type"], step=state["step"],
                      path=path, ema=ema is not None)
     return LoadedCheckpoint(info, weights, optim, ema, state)
+
+
+def _check_shapes(tensors: Mapping[str, torch.Tensor], expected: Expected, source: Path) -> None:
+    """Weights must be the model config's tensors, name for name and shape for shape, before any model is built
+    from that config (a hostile config could otherwise ask for more memory than the machine has)."""
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if shapes != expected.tensors:
+        odd = sorted(k for k in set(shapes) | set(expected.tensors) if shapes.get(k) != expected.tensors.get(k))
+        raise UserError(f"weights do not fit the model config in state.json ({len(odd)} tensors differ, e.g. "
+                        f"{odd[0][:80]!r})", source)
 
 
 def _check_optimizer(tensors: Mapping[str, torch.Tensor], expected: Expected, source: Path) -> None:
