@@ -136,3 +136,11 @@ def test_a_planted_link_as_lock_file_is_not_written_through(tmp_path: Path) -> N
     with pytest.raises(UserError, match="symbolic link"):
         TrainLock(model).__enter__()
     assert victim.read_text() == "keep me"
+
+
+def test_publish_flushes_a_folder_and_keeps_its_mode(tmp_path: Path, umask_022: None) -> None:
+    tmp = tmp_path / ".frames.1-ab.partial"
+    tmp.mkdir()
+    (tmp / "a.png").write_bytes(b"x")
+    publish(tmp, tmp_path / "frames")
+    assert mode(tmp_path / "frames") == 0o755 and (tmp_path / "frames" / "a.png").read_bytes() == b"x"

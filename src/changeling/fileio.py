@@ -84,13 +84,13 @@ def temp_name(final: Path, suffix: str = ".part") -> Path:
 def publish(tmp: Path, final: Path, *, mode: int | None = None, sync_dir: bool = True) -> None:
     """Give the finished ``tmp`` its permissions (``mode``, default :func:`default_mode`), flush it to the disk,
     rename it to ``final`` (replacing what is there only now) and flush the folder (unless ``sync_dir`` is off:
-    a caller renaming many files into one folder flushes it once, with :func:`fsync_dir`). A folder is flushed
-    file by file."""
+    a caller renaming many files into one folder flushes it once, with :func:`fsync_dir`). A folder (an image
+    sequence written into a temporary folder, say) keeps its mode and is flushed file by file."""
     tmp, final = Path(tmp), Path(final)
-    os.chmod(tmp, default_mode() if mode is None else mode)
-    if tmp.is_dir():
+    if tmp.is_dir():  # made by mkdir, whose mode already follows the umask (and folders need their x bits)
         fsync_tree(tmp)
     else:
+        os.chmod(tmp, default_mode() if mode is None else mode)
         fsync_file(tmp)
     os.replace(tmp, final)
     if sync_dir:
