@@ -361,3 +361,19 @@ def test_forget_frames_makes_them_unfinished(tmp_path: Path) -> None:
         st.forget_frames([1])
         assert st.done_frames() == {0, 2} and st.first_unfinished() == 1
         assert [f.frame for f in st.all_faces()] == [0]
+
+
+def test_the_trainers_frame_preview_does_not_hang_on_a_hostile_store(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The trainer reads A's alignments for its full-frame preview: a crafted store is refused there (the preview
+    is skipped with a warning) instead of hanging the trainer."""
+    from changeling.convert.train_preview import make_frame_preview
+    from changeling.project import init_project
+
+    project = init_project(tmp_path / "proj")
+    db = _valid_store(project.alignments_dir)
+    db.rename(project.alignments_dir / "a.mp4.A.sqlite")
+    _tamper(project.alignments_dir / "a.mp4.A.sqlite", HOSTILE["endless-recursive-view"])
+    err = outcome(lambda: make_frame_preview(project, "whole"))
+    assert err is None
+    assert "no full-frame preview" in caplog.text and "views, triggers" in caplog.text
