@@ -4,7 +4,8 @@ command that reads it (a subprocess, as a user runs it).
 Each case must end with exit code 2, one error line on stderr that names the input (a face file that cannot be
 used is named on its warning line, and the error line names its folder), no traceback, and nothing written or
 overwritten: the files under the case's folder (project, inputs, outputs) are the same before and after, logs and
-the trainer's lock file aside. Pickle files carry a payload that would create a marker file if they were ever
+the trainer's lock file aside (and what a case keeps on purpose: the faces extracted from a video before the
+point where it is damaged). A case may hold a lock while its command runs, as a second process would. Pickle files carry a payload that would create a marker file if they were ever
 unpickled; the marker must never appear.
 
 The cases are independent, so the selected ones run in parallel (one process per core) the first time a test asks
@@ -22,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,8 @@ class Built:
     names: str
     says: str
     warns: tuple[str, str] | None = None  # (path, text) that one warning line must hold
+    writes: tuple[str, ...] = ()  # paths (relative to the case's folder) the command may write: what it keeps
+    hold: Callable[[], AbstractContextManager[object]] = nullcontext  # held while the command runs (a lock)
 
 
 @dataclass(frozen=True)
@@ -511,7 +515,141 @@ OTHER_CASES = [
                                                  lambda r: str(r / "out.xyz"), "unsupported output type")),
 ]
 
-CASES = VIDEO_CASES + IMAGE_CASES + FACE_CASES + MODEL_CASES + CONFIG_CASES + PATH_CASES + OTHER_CASES
+# ------------------------------------------------------------------------- hostile project files (issue 18)
+# A project folder is untrusted: each file below is crafted as an attacker (or a careless download) would.
+
+
+def _clip_store(root: Path, project: Project, tamper: str | None) -> tuple[Path, Path]:
+    """A clip and the alignments store extraction would have made for it (its faces made up), then edited with
+    SQLite by ``tamper``, leaving it in rollback-journal mode."""
+    import sqlite3
+
+    from changeling.faces.store import AlignmentStore, FaceRecord, FrameRecord, alignments_path
+    from changeling.video import probe
+
+    clip = good_clip(root, "in.mp4")
+    n = probe(clip).frames
+    db = alignments_path(project.alignments_dir, clip, "A")
+    lm = np.zeros((478, 3), np.float32)
+    lm[:, 0], lm[:, 1] = np.linspace(10, 40, 478), np.linspace(8, 30, 478)
+    with AlignmentStore.open(db, clip, side="A", frame_count=n) as st:
+        st.record([FrameRecord(i, i / 24, "done") for i in range(n)],
+                  [FaceRecord(i, 0, np.array([10, 8, 40, 30], np.float32), lm, 0.9) for i in range(n)])
+        st.finish(n)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    if tamper:
+        conn.executescript(tamper)
+    conn.close()
+    return clip, db
+
+
+RECURSIVE_VIEW = ("DROP TABLE source; CREATE VIEW source AS WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                  "FROM r) SELECT 1 AS id, 'in.mp4' AS path, 'h' AS hash, 'A' AS side, 6 AS frame_count, '{}' AS "
+                  "settings, 'complete' AS state, 0.0 AS created, 0.0 AS updated FROM r;")
+NAN_LANDMARKS = "UPDATE faces SET landmarks = X'" + np.full((478, 3), np.nan, "<f4").tobytes().hex() + "' WHERE frame = 2;"
+
+
+def alignments_case(tamper: str, says: str, command: str = "convert") -> Callable[[Path], Built]:
+    def build(root: Path) -> Built:
+        project = project_at(root, model=command == "convert")
+        clip, db = _clip_store(root, project, tamper)
+        if command == "clean":
+            return Built(["faces", "clean", "-q", "--side", "A", "-p", str(project.root)], str(db), says)
+        return Built(["convert", "-q", "-p", str(project.root), str(clip), "-o", str(root / "out.mp4")], str(db),
+                     says)
+
+    return build
+
+
+def _video_breaking_at_20(root: Path) -> Built:
+    from changeling.video.testclip import break_mp4_at
+
+    clip = break_mp4_at(write_clip(root / "breaks.mp4", frames=30, width=64, height=48, fps=24, audio=None), 20)
+    return Built(extract(root, clip), str(clip), "reading stopped at frame 20", writes=("proj/alignments/",
+                                                                                     "proj/faces/"))
+
+
+def _resigned_state(edit: Callable[[dict[str, Any]], None], says: str, command: str) -> Callable[[Path], Built]:
+    def build(root: Path) -> Built:
+        project = project_at(root, model=True)
+        folder = ck.latest_checkpoint(project.model_dir)
+        assert folder is not None
+        state = json.loads((folder / ck.STATE).read_text())
+        edit(state)
+        state["digest"] = ck._digest(state)
+        (folder / ck.STATE).write_text(json.dumps(state))
+        if command == "train":
+            return Built(["train", "-q", "-p", str(project.root), *SMALL_TRAIN, "--max-steps", "3"],
+                         str(folder / ck.STATE), says)
+        return Built(convert_args(root, project, project.model_dir), str(folder / ck.STATE), says)
+
+    return build
+
+
+def _huge_sparse_weights(root: Path) -> Built:
+    project = project_at(root, model=True)
+    folder = ck.latest_checkpoint(project.model_dir)
+    assert folder is not None
+    with open(folder / ck.WEIGHTS, "r+b") as fh:
+        fh.truncate(1 << 40)  # 1 TiB, sparse: nothing is really on the disk
+    return Built(convert_args(root, project, project.model_dir), str(folder / ck.WEIGHTS), "its model config allows")
+
+
+def _held(lock: Path) -> Callable[[], AbstractContextManager[object]]:
+    from changeling.locks import ProcessLock, already_running
+
+    return lambda: ProcessLock(lock, already_running("a test"))
+
+
+def _second_extract(root: Path) -> Built:
+    clip = good_clip(root)
+    args = extract(root, clip)
+    lock = root / "proj" / "alignments" / ".good.mp4.A.sqlite.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return Built(args, str(clip), f"already running (pid {os.getpid()})", hold=_held(lock))
+
+
+def _second_convert(root: Path) -> Built:
+    project = project_at(root, model=True)
+    out = root / "out.mp4"
+    return Built(convert_args(root, project, project.model_dir), str(out), f"already running (pid {os.getpid()})",
+                 hold=_held(root / ".out.mp4.lock"))
+
+
+def _huge_mask(m: dict[str, Any]) -> str:
+    masks = {k: [list(p) for p in v] for k, v in m["masks"].items()}
+    masks["hull"][0] = [1e308, 5.0]
+    return json.dumps({**m, "masks": masks})
+
+
+HOSTILE_CASES = [
+    Case("alignments-endless-recursive-view-convert", alignments_case(RECURSIVE_VIEW, "views, triggers")),
+    Case("alignments-endless-recursive-view-faces-clean", alignments_case(RECURSIVE_VIEW, "views, triggers",
+                                                                          "clean")),
+    Case("alignments-trigger", alignments_case("CREATE TRIGGER t AFTER UPDATE ON faces BEGIN DELETE FROM frames; "
+                                               "END;", "holds a trigger named 't'", "clean")),
+    Case("alignments-blob-size-does-not-match", alignments_case("UPDATE faces SET points = 10 WHERE frame = 1;",
+                                                                "landmarks are 5736 bytes, expected 10 x 3")),
+    Case("alignments-blob-stored-as-text", alignments_case("UPDATE faces SET landmarks = 'text' WHERE frame = 1;",
+                                                           "landmarks are a str", "clean")),
+    Case("alignments-nan-landmarks", alignments_case(NAN_LANDMARKS, "not finite")),
+    Case("alignments-huge-box", alignments_case("UPDATE faces SET x1 = 1e300 WHERE frame = 0;",
+                                                "box is 1e+300, expected a finite number")),
+    Case("model-state-resigned-wrong-type", _resigned_state(
+        lambda s: s["trainer"].update(history="many"), "history must be a list", "train")),
+    Case("model-state-resigned-sampler-past-the-end", _resigned_state(
+        lambda s: s["trainer"].update(samplers={"A": {"n": 2, "epoch": 0, "offset": 7}}), "offset must be", "train")),
+    Case("model-state-resigned-bad-saved-setting", _resigned_state(
+        lambda s: s["settings"].update(resolution="32px"), "bad value '32px' for 'resolution'", "train")),
+    Case("model-weights-1tib-sparse", _huge_sparse_weights),
+    Case("video-fails-part-way-through", _video_breaking_at_20),
+    Case("face-mask-polygon-1e308", face_case(_huge_mask, "mask hull lies outside the 32 px crop")),
+    Case("extract-while-the-clip-is-being-extracted", _second_extract),
+    Case("convert-while-the-output-is-being-written", _second_convert),
+]
+
+CASES = VIDEO_CASES + IMAGE_CASES + FACE_CASES + MODEL_CASES + CONFIG_CASES + PATH_CASES + OTHER_CASES + HOSTILE_CASES
 assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -545,10 +683,13 @@ class Outcome:
 
 def _run_case(case: Case, root: Path) -> Outcome:
     built = case.build(root)
-    before = snapshot(root)
-    t0 = time.perf_counter()
-    r = run_cli(*built.args, cwd=root, timeout=300)
-    return Outcome(built, before, snapshot(root), r.returncode, r.stdout, r.stderr, time.perf_counter() - t0)
+    with built.hold():
+        before = snapshot(root)
+        t0 = time.perf_counter()
+        r = run_cli(*built.args, cwd=root, timeout=300)
+        seconds = time.perf_counter() - t0
+        after = snapshot(root)
+    return Outcome(built, before, after, r.returncode, r.stdout, r.stderr, seconds)
 
 
 @pytest.fixture(scope="module")
@@ -584,7 +725,8 @@ def test_bad_input_is_refused(case: Case, outcomes: dict[str, Outcome]) -> None:
         assert any(path in ln and text in ln for ln in err.splitlines()), (o.built.warns, err)
     for other in err.splitlines():  # the rest are single log lines, never a dump
         assert not other.startswith((" ", "\t")), err
-    assert o.after == o.before, sorted(set(o.after.items()) ^ set(o.before.items()))
+    changed = sorted(k for k in set(o.after) | set(o.before) if o.after.get(k, "gone") != o.before.get(k, "gone"))
+    assert [k for k in changed if not k.startswith(o.built.writes or ("\0",))] == [], changed
     if "pickle" in case.tags:
         marker = Path(o.built.args[o.built.args.index("-p") + 1]).parent / MARKER
         assert not marker.exists(), "the pickle was loaded"

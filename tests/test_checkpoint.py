@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -199,3 +201,119 @@ def test_a_kill_while_old_checkpoints_are_deleted_leaves_no_broken_folder(tmp_pa
         ck.read_checkpoint(path)
     _save(tmp_path, 4, model, keep_last=2)  # the next save clears the half-deleted hidden folder
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+
+
+# ---------------------------------------------------------------------- re-signed (tampered) checkpoints
+# The digest of state.json is no secret: an attacker who edits a checkpoint recomputes it. Every field the
+# trainer reads is then checked as untrusted input, and every file's size is checked against the model config.
+
+
+def _resign(path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    state = json.loads((path / ck.STATE).read_text())
+    edit(state)
+    for name in state["files"]:
+        state["files"][name] = ck._sha256((path / name).read_bytes())
+    state["digest"] = ck._digest(state)
+    (path / ck.STATE).write_text(json.dumps(state))
+    return path / ck.STATE
+
+
+def _set(dotted: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(state: dict[str, Any]) -> None:
+        *parents, key = dotted.split(".")
+        d = state
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[key] = value
+
+    return edit
+
+
+WRONG_TYPES = [
+    ("trainer.history", "many", "history must be a list"),
+    ("trainer.history", [[1, "low", 0.5]], "loss must be a number"),
+    ("trainer.history", [[1, 0.5]], "history rows must be"),
+    ("trainer.lr_scale", "fast", "lr_scale must be a number"),
+    ("trainer.lr_scale", 0, "lr_scale must be a number"),
+    ("trainer.elapsed", [3600], "elapsed must be a number"),
+    ("trainer.elapsed", 10**400, "elapsed must be a number"),
+    ("trainer.samplers", {"A": {"n": 4, "epoch": 0, "offset": 9}}, "offset must be an integer from 0 to 3"),
+    ("trainer.samplers", {"A": "start"}, "sampler A must be an object"),
+    ("trainer.samplers", {"A": {"n": 4, "epoch": "1", "offset": 0}}, "epoch must be an integer"),
+    ("trainer", ["not", "an", "object"], "trainer must be an object"),
+    ("settings", "lr=1", "bad settings in state.json"),
+    ("settings.lr", "fast", "bad value 'fast' for 'lr'"),
+    ("settings.resolution", "32px", "bad value '32px' for 'resolution'"),
+    ("model_config", {**CFG.to_dict(), "enc_channels": [4] * 40, "resolution": 2**41},
+     "more than 16 encoder or decoder stages"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "says"), WRONG_TYPES, ids=[f"{f}-{i}" for i, (f, _v, _s)
+                                                                      in enumerate(WRONG_TYPES)])
+def test_a_resigned_state_with_wrong_types_is_refused_naming_it(tmp_path: Path, field: str, value: Any,
+                                                                says: str) -> None:
+    state = _resign(_save(tmp_path, 1), _set(field, value))
+    for read in (ck.read_checkpoint, ck.read_state):
+        with pytest.raises(UserError, match=says) as err:
+            read(state.parent)
+        assert str(err.value).startswith(str(state)) and "\n" not in str(err.value)
+
+
+def test_a_huge_weights_file_is_refused_by_its_size_before_it_is_read(tmp_path: Path) -> None:
+    """A 1 TiB (sparse) weights file: reading it whole to hash it ran out of memory."""
+    path = _save(tmp_path, 1)
+    with open(path / ck.WEIGHTS, "r+b") as fh:
+        fh.truncate(1 << 40)
+    with pytest.raises(UserError, match="more than the .* its model config allows") as err:
+        ck.read_checkpoint(path)
+    assert str(err.value).startswith(str(path / ck.WEIGHTS))
+
+
+def test_a_resigned_weights_file_larger_than_the_config_implies_is_refused(tmp_path: Path) -> None:
+    path = _save(tmp_path, 1)
+    limit = ck.expected_files("tiny", CFG, path).limits[ck.WEIGHTS]
+    size = (path / ck.WEIGHTS).stat().st_size
+    assert size < limit <= size + ck.HEADER_BYTES + ck.HEADER_BYTES_PER_TENSOR * len(_model().state_dict())
+    with open(path / ck.WEIGHTS, "ab") as fh:
+        fh.write(b"\0" * (limit - size + 1))
+    _resign(path, lambda s: None)
+    with pytest.raises(UserError, match="its model config allows"):
+        ck.read_checkpoint(path)
+
+
+@pytest.mark.parametrize(("key", "tensor", "says"), [
+    ("optim.encoder.body.0.conv.weight.exp_avg", torch.zeros(3, 3), "expected a float tensor of shape"),
+    ("optim.nowhere.exp_avg", torch.zeros(1), "unknown parameter"),
+    ("rng.cpu", torch.zeros(7, dtype=torch.uint8), "bad CPU RNG state"),
+    ("rng.cpu", torch.zeros(5056), "bad RNG state"),
+])
+def test_a_resigned_optimizer_state_of_the_wrong_shape_is_refused(tmp_path: Path, key: str, tensor: torch.Tensor,
+                                                                   says: str) -> None:
+    model = _model()
+    req = ck.SaveRequest(step=1, weights=model.state_dict(), optimizer={key: tensor})
+    path = ck.save_checkpoint(tmp_path, "tiny", CFG, "whole", req)
+    with pytest.raises(UserError, match=says) as err:
+        ck.read_checkpoint(path)
+    assert str(err.value).startswith(str(path / ck.OPTIMIZER))
+    ck.read_checkpoint(path, with_optimizer=False)  # convert does not read it
+
+
+def test_weights_not_fitting_a_resigned_config_are_refused_before_any_model_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-signed config asking for a far larger model than its weights hold is refused on the weights' shapes,
+    before a model of that config is allocated (only shapes are built, on the meta device)."""
+    path = _save(tmp_path, 1)
+    huge = preset_config("tiny", Dims(resolution=32, e_dims=4096, ae_dims=16384, d_dims=4096))
+    _resign(path, _set("model_config", huge.to_dict()))
+    real = ck.create_model
+
+    def only_on_meta(preset: str, config: Any) -> torch.nn.Module:
+        if config == huge and torch.empty(0).device.type != "meta":
+            raise AssertionError("a model of the hostile config was allocated")
+        return real(preset, config)
+
+    monkeypatch.setattr(ck, "create_model", only_on_meta)
+    with pytest.raises(UserError, match="weights do not fit the model config") as err:
+        ck.load_for_inference(tmp_path, "cpu")
+    assert str(err.value).startswith(str(path / ck.WEIGHTS))

@@ -30,6 +30,7 @@ from changeling.detect.align import face_affine, template_points
 from changeling.errors import UserError
 from changeling.video.reader import FrameSource, TimedFrame
 from changeling.video.testclip import write_clip
+from changeling.video.writer import partials
 from conftest import audio_seconds, decode_all
 
 W, H, N, FACE = 96, 72, 12, 40
@@ -321,11 +322,10 @@ def test_killed_convert_leaves_nothing_under_the_final_name(video: Path, tmp_pat
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
     try:
-        partial = tmp_path / ".out.mp4.partial"
         deadline = time.time() + 60
-        while not partial.exists() and time.time() < deadline and proc.poll() is None:
+        while not partials(out) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert partial.exists(), "the writer never started"
+        assert partials(out), "the writer never started"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from changeling.extract import extract
 from changeling.faces.facefile import MASK_NAMES, list_faces, read_face
 from changeling.faces.store import AlignmentStore, alignments_path
 from changeling.project import init_project
-from changeling.video.testclip import write_audio_only, write_clip
+from changeling.video.testclip import break_mp4_at, write_audio_only, write_clip
 from conftest import mjpeg_with_corrupt_frame, run_cli
 
 TESTS = Path(__file__).resolve().parent
@@ -612,3 +614,142 @@ def test_cli_huge_image_without_a_face(tmp_path: Path, project) -> None:
     cv2.imwrite(str(path), np.full((10_000, 10_000, 3), 90, np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     r = run_cli("extract", "--side", "A", "-p", str(project.root), str(path), "--device", "cpu", "-q")
     assert r.returncode == 0 and "no faces found" in r.stdout, r.stderr
+
+
+# --- hostile and concurrent runs, crashes ------------------------------------------------------------------
+
+
+def _numbered_clip(tmp_path: Path, n: int = 30, name: str = "long.mp4") -> Path:
+    frames = [scene(96, 64, [(10 + i, 8, 40)], number=i) for i in range(n)]
+    return write_clip(tmp_path / name, width=96, height=64, images=frames, audio=None, crf=0)
+
+
+def _tracked(log: Path) -> list[int]:
+    return [int(v) for v in log.read_text().split()] if log.exists() else []
+
+
+def test_a_video_failing_part_way_keeps_the_faces_before_and_names_the_frame(tmp_path: Path, project) -> None:
+    clip = break_mp4_at(_numbered_clip(tmp_path), 20)
+    log = tmp_path / "tracked.log"
+    with pytest.raises(UserError, match="reading stopped at frame 20") as err:
+        extract(project, "A", [clip], settings(), progress=False, tracker_factory=lambda: SquareTracker(log))
+    assert str(err.value).startswith(f"{clip}: ") and "\n" not in str(err.value)
+    assert _tracked(log) == list(range(20))
+    with AlignmentStore.open_existing(alignments_path(project.alignments_dir, clip, "A")) as st:
+        assert st.done_frames() == set(range(20)) and not st.complete  # every frame read before the damage
+    assert [p.name for p in list_faces(project.faces_dir("A"))] == [f"long_{i:06d}_0.png" for i in range(20)]
+    # a rerun resumes there and stops at the same place, doing no frame twice
+    with pytest.raises(UserError, match="reading stopped at frame 20"):
+        extract(project, "A", [clip], settings(), progress=False, tracker_factory=lambda: SquareTracker(log))
+    assert _tracked(log) == list(range(20))
+
+
+class _Blocking(SquareTracker):
+    """Tracks, and on the given frame waits for ``release`` (signalling ``reached`` first)."""
+
+    def __init__(self, at: int, reached: threading.Event, release: threading.Event) -> None:
+        super().__init__()
+        self.at, self.reached, self.release = at, reached, release
+        self.seen = 0
+
+    def process(self, frames: list[np.ndarray]) -> list[list[FakeFace]]:
+        if self.seen <= self.at < self.seen + len(frames):
+            self.reached.set()
+            self.release.wait(120)
+        self.seen += len(frames)
+        return super().process(frames)
+
+
+def test_a_second_extraction_of_one_clip_says_already_running(tmp_path: Path, project) -> None:
+    """Two extractions of one clip crashed on the store (IntegrityError, exit 1); the second now refuses."""
+    clip = _numbered_clip(tmp_path, 12)
+    reached, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            extract(project, "A", [clip], settings(), progress=False,
+                    tracker_factory=lambda: _Blocking(6, reached, release))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert reached.wait(120), errors
+        with pytest.raises(UserError, match=rf"already running \(pid {os.getpid()}\)") as err:
+            extract(project, "A", [clip], settings(), progress=False, tracker_factory=SquareTracker)
+        assert str(err.value).startswith(f"{clip}: ") and "\n" not in str(err.value)
+    finally:
+        release.set()
+        t.join(120)
+    assert errors == []
+    with AlignmentStore.open_existing(alignments_path(project.alignments_dir, clip, "A")) as st:
+        assert st.complete and [f.index for f in st.frames()] == list(range(12))
+    assert [p.name for p in project.alignments_dir.iterdir()] == [alignments_path(Path("."), clip, "A").name]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_committed_face_damaged_by_a_crash_is_done_again(tmp_path: Path, project) -> None:
+    """A power cut could leave a committed frame's face file empty (renamed before it reached the disk); the
+    resumed run checks that committed faces decode and does such frames again."""
+    clip = _numbered_clip(tmp_path, 12)
+    log = tmp_path / "tracked.log"
+
+    class StopAt8(SquareTracker):
+        def process(self, frames: list[np.ndarray]) -> list[list[FakeFace]]:
+            if len(_tracked(log)) >= 8:
+                raise _Stop
+            return super().process(frames)
+
+    with pytest.raises(_Stop):
+        extract(project, "A", [clip], settings(), progress=False, tracker_factory=lambda: StopAt8(log))
+    with AlignmentStore.open_existing(alignments_path(project.alignments_dir, clip, "A")) as st:
+        assert st.done_frames() == {0, 1, 2, 3}  # the batch of frames 4-7 was not committed
+    damaged = project.faces_dir("A") / "long_000002_0.png"
+    damaged.write_bytes(b"")  # what a crash between rename and flush leaves
+    log.unlink()
+    extract(project, "A", [clip], settings(), progress=False, tracker_factory=lambda: SquareTracker(log))
+    assert _tracked(log) == [2, *range(4, 12)]  # frame 2 again, then where it stopped
+    read_face(damaged)
+    with AlignmentStore.open_existing(alignments_path(project.alignments_dir, clip, "A")) as st:
+        assert st.complete and [f.index for f in st.frames()] == list(range(12))
+        assert [f.file for f in st.all_faces()] == [f"long_{i:06d}_0.png" for i in range(12)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_faces_reach_the_disk_before_the_store_commits_them(tmp_path: Path, project,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, object]] = []
+    real_fsync, real_record = os.fsync, AlignmentStore.record
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def record(self: AlignmentStore, frames, faces=(), corrupt=None) -> None:  # type: ignore[no-untyped-def]
+        events.append(("record", [f.file for f in faces if f.file]))
+        real_record(self, frames, faces, corrupt)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(AlignmentStore, "record", record)
+    old = os.umask(0o022)
+    try:
+        extract(project, "A", [_numbered_clip(tmp_path, 10)], settings(), progress=False,
+                tracker_factory=SquareTracker)
+    finally:
+        os.umask(old)
+    faces_dir = str(project.faces_dir("A"))
+    batches = [(i, files) for i, (kind, files) in enumerate(events) if kind == "record" and files]
+    assert len(batches) >= 2
+    for i, files in batches:
+        before = [p for kind, p in events[:i] if kind == "fsync"]
+        for name in files:  # type: ignore[union-attr]
+            flushed = [k for k, p in enumerate(before) if Path(str(p)).name.startswith(f".{name}.")]
+            assert flushed, f"{name} was not flushed before its batch was committed"
+            assert faces_dir in before[flushed[-1]:], f"the faces folder was not flushed after {name}"
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in list_faces(project.faces_dir("A"))}
+    assert modes == {0o644}  # like any file under umask 0022, not a temporary's 0600

@@ -38,7 +38,7 @@ from changeling.project import Project, init_project
 from changeling.train import checkpoint as ck
 from changeling.train.testfaces import make_faces, portrait
 from changeling.video.testclip import pattern_frame, write_clip
-from changeling.video.writer import partial_path
+from changeling.video.writer import partials
 from conftest import decode_all, run_cli
 
 SEED = 20261126
@@ -570,12 +570,11 @@ def test_killed_convert_leaves_no_partial_output_and_a_rerun_finishes(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "swap.mp4"
-    partial = partial_path(out)
     args = ["convert", "-q", "-p", str(project.root), str(clip), "-o", str(out)]
     # an uninterrupted run first: the reference output, and how long the output stays under its temporary name
     straight = out_dir.parent / "straight.mp4"
     run = popen_cli([*args[:-1], str(straight)], tmp_path, "straight")
-    wait_for(lambda: partial_path(straight).exists() or not run.alive, poll=0.001)
+    wait_for(lambda: bool(partials(straight)) or not run.alive, poll=0.001)
     t0 = time.monotonic()
     wait_for(lambda: straight.exists() or not run.alive, poll=0.001)
     window = time.monotonic() - t0
@@ -584,7 +583,7 @@ def test_killed_convert_leaves_no_partial_output_and_a_rerun_finishes(
     kills = 0
     for k in range(3):
         run = popen_cli(args, tmp_path, f"c{k}")
-        wait_for(lambda r=run: partial.exists() or not r.alive, poll=0.001)
+        wait_for(lambda r=run: bool(partials(out)) or not r.alive, poll=0.001)
         time.sleep(rng.uniform(0.0, 0.9) * window)
         kills += run.alive
         run.kill()

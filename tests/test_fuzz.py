@@ -1,8 +1,9 @@
-"""Fuzzing the two readers of untrusted text: face metadata (the JSON chunk of a face PNG) and settings (TOML).
+"""Fuzzing the readers of untrusted project files: face metadata (the JSON chunk of a face PNG), settings (TOML)
+and alignments (SQLite, edited with SQLite itself or damaged byte by byte).
 
 Whatever they are given, they either succeed with values that pass their own checks, or raise their documented
 one-line error (``ValueError`` from ``meta_from_dict``, ``FaceFileError`` from ``read_meta``/``read_face``,
-``UserError`` from ``load_settings``); never any other exception.
+``UserError`` from ``load_settings`` and the alignments store); never any other exception, and never a hang.
 """
 
 from __future__ import annotations
@@ -345,3 +346,161 @@ def test_a_real_settings_file_loads() -> None:
         s = load_settings(path)
         assert s.train.lr == 0.001 and s.train.preset == "df" and s.train.max_time == 5400 and s.extract.size == 128
         assert_settings_are_valid(s)
+
+
+# ------------------------------------------------------------------------------------------ alignments files
+# An alignments file comes with a project. Whatever a crafted or damaged one holds, reading it (as convert,
+# `faces clean`, extraction's resume and the trainer's preview do) either succeeds with values that pass the
+# store's checks or raises UserError naming the file; never another exception, and never a hang.
+
+COLUMNS = {
+    "source": ["path", "hash", "side", "frame_count", "settings", "state", "created", "updated", "id"],
+    "frames": ["idx", "time", "status"],
+    "corrupt": ["before_idx", "count"],
+    "faces": ["frame", "face", "x0", "y0", "x1", "y1", "points", "landmarks", "score", "blur", "file", "deleted"],
+}
+SQL_VALUES = st.one_of(
+    st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False),
+    st.sampled_from([float("inf"), float("-inf"), 1e300, -1e300, 0, -1, 2**40 + 1, 468, 478]),
+    st.text(max_size=30), st.sampled_from(["done", "no_face", "skipped", "complete", "running", "A", "{", "{}",
+                                           '{"size": 1e999}', "[" * 50, "../../x.png", "a/b.png", ""]),
+    st.binary(max_size=64), st.integers(0, 6000).map(lambda n: bytes(n)),
+    st.sampled_from([np.full((478, 3), np.nan, "<f4").tobytes(), np.full((468, 3), 1e30, "<f4").tobytes()]),
+)
+SCHEMA_EDITS = [
+    "CREATE VIEW v AS SELECT 1", "CREATE TRIGGER t AFTER INSERT ON frames BEGIN DELETE FROM faces; END",
+    "CREATE TABLE extra (x)", "CREATE INDEX extra_i ON frames(time)", "DROP INDEX faces_file", "DROP TABLE corrupt",
+    "DROP TABLE source; CREATE VIEW source AS WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) "
+    "SELECT 1 AS id, 'a' AS path, 'h' AS hash, 'A' AS side, 1 AS frame_count, '{}' AS settings, "
+    "'complete' AS state, 0 AS created, 0 AS updated FROM r",
+    "ALTER TABLE faces ADD COLUMN g INTEGER GENERATED ALWAYS AS (1) VIRTUAL", "PRAGMA user_version = 2",
+    "PRAGMA user_version = 0", "DELETE FROM source", "PRAGMA journal_mode = DELETE",
+]
+
+
+@st.composite
+def sql_edits(draw: st.DrawFn) -> list[tuple[str, tuple[Any, ...]]]:
+    """A few edits an attacker makes with SQLite itself: values of any type in any cell, rows added or removed,
+    and schema changes."""
+    edits: list[tuple[str, tuple[Any, ...]]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["set", "set", "set", "insert", "schema"]))
+        table = draw(st.sampled_from(sorted(COLUMNS)))
+        if kind == "set":
+            col = draw(st.sampled_from(COLUMNS[table]))
+            edits.append((f"UPDATE {table} SET {col} = ? WHERE rowid = (SELECT min(rowid) FROM {table}) + ?",
+                          (draw(SQL_VALUES), draw(st.integers(0, 3)))))
+        elif kind == "insert":
+            cols = COLUMNS[table]
+            edits.append((f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                          tuple(draw(SQL_VALUES) for _ in cols)))
+        else:
+            edits.append((draw(st.sampled_from(SCHEMA_EDITS)), ()))
+    return edits
+
+
+@pytest.fixture(scope="module")
+def valid_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid alignments file (a few frames and faces, finished); examples edit copies of it."""
+    from test_store import _valid_store
+
+    return _valid_store(tmp_path_factory.mktemp("store"))
+
+
+def _read_store(db: Path, root: Path) -> None:
+    """Everything the store's readers do; on success, check what came back."""
+    from changeling.faces.store import FRAME_STATUSES, AlignmentStore
+
+    with AlignmentStore.open_existing(db) as store:
+        assert isinstance(store.source_path, str) and store.side in ("", "A", "B")
+        assert isinstance(store.settings(), dict) and isinstance(store.complete, bool)
+        for f in store.frames():
+            assert f.status in FRAME_STATUSES and math.isfinite(f.time) and f.index >= 0
+        assert all(v >= 0 for v in store.status_counts().values())
+        for face in store.all_faces(include_deleted=True):
+            assert face.landmarks.ndim == 2 and face.landmarks.shape[1] == 3 and np.isfinite(face.landmarks).all()
+            assert np.isfinite(face.box).all() and 0 <= face.score <= 1 and math.isfinite(face.blur)
+            assert face.file is None or "/" not in face.file
+        store.first_unfinished()
+        try:
+            store.source_file(root)
+        except UserError:
+            pass
+    with AlignmentStore.open_existing(db, writable=True) as store:
+        store.clean(root / "faces")
+
+
+def _outcome_of(db: Path, root: Path) -> None:
+    from hangs import outcome
+
+    err = outcome(lambda: _read_store(db, root))
+    if err is not None:
+        assert isinstance(err, UserError), repr(err)
+        one_line(err)
+        assert str(db) in str(err)
+
+
+@pytest.fixture(scope="module")
+def store_scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-store")
+
+
+@settings(FAST, max_examples=200)
+@given(edits=sql_edits())
+def test_alignments_edited_with_sqlite_read_or_raise_user_error(valid_store: Path, store_scratch: Path,
+                                                               edits: list[tuple[str, tuple[Any, ...]]]) -> None:
+    import sqlite3
+
+    db = store_scratch / "a.sqlite"
+    for p in store_scratch.glob("a.sqlite*"):
+        p.unlink()
+    db.write_bytes(valid_store.read_bytes())
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    for sql, params in edits:
+        try:
+            conn.execute(sql, params) if params else conn.executescript(sql)
+        except sqlite3.Error:
+            pass  # an edit SQLite itself refuses (a type an INTEGER PRIMARY KEY cannot hold, say)
+    conn.close()
+    _outcome_of(db, store_scratch)
+
+
+@st.composite
+def damaged_bytes(draw: st.DrawFn, data: bytes) -> bytes:
+    """The valid file with bytes flipped, zeroed, cut off or garbage inserted."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 6))):
+        how = draw(st.sampled_from(["flip", "flip", "zero", "cut", "header"]))
+        at = draw(st.integers(0, max(0, len(out) - 1)))
+        if how == "flip" and out:
+            out[at] ^= draw(st.integers(1, 255))
+        elif how == "zero":
+            n = draw(st.integers(1, 4096))
+            out[at:at + n] = bytes(len(out[at:at + n]))
+        elif how == "cut":
+            del out[at:]
+        else:  # the 100-byte database header: page size, counts, schema cookie, version...
+            i = draw(st.integers(16, 99))
+            if i < len(out):
+                out[i] = draw(st.integers(0, 255))
+    return bytes(out)
+
+
+@settings(FAST, max_examples=200)
+@given(data=st.data())
+def test_damaged_alignments_bytes_read_or_raise_user_error(valid_store: Path, store_scratch: Path,
+                                                          data: st.DataObject) -> None:
+    db = store_scratch / "b.sqlite"
+    for p in store_scratch.glob("b.sqlite*"):
+        p.unlink()
+    db.write_bytes(data.draw(damaged_bytes(valid_store.read_bytes()), label="damaged file"))
+    _outcome_of(db, store_scratch)
+
+
+def test_the_fuzzed_store_starts_valid(valid_store: Path, store_scratch: Path) -> None:
+    """The unedited file reads (so the fuzz reaches the success path)."""
+    db = store_scratch / "c.sqlite"
+    db.write_bytes(valid_store.read_bytes())
+    _read_store(db, store_scratch)

@@ -78,7 +78,7 @@ def clean(args: argparse.Namespace) -> int:
     total = 0
     stores = sorted(project.alignments_dir.glob(f"*.{args.side}.sqlite")) if project.alignments_dir.is_dir() else []
     for path in stores:
-        with AlignmentStore.open_existing(path) as store:
+        with AlignmentStore.open_existing(path, writable=True) as store:
             if store.side != args.side:
                 continue
             removed = store.clean(faces_dir)

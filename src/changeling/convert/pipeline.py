@@ -17,10 +17,12 @@ import dataclasses
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,11 +38,13 @@ from changeling.convert.smooth import LandmarkSmoother, params_for_strength
 from changeling.convert.writers import FrameWriter, Patch, RenderedFrame, WriterFactory, check_not_input
 from changeling.detect.align import face_affine, rescale_affine, transform_points, warp_face
 from changeling.errors import UserError
+from changeling.locks import ProcessLock, already_running
 from changeling.progress import bar
 from changeling.threads import opencv_threads
 from changeling.types import Affine, FaceType, Frame
 from changeling.video.process_reader import decode_process_wanted, start_process_frames
 from changeling.video.reader import FrameSource, TimedFrame, open_frames
+from changeling.video.writer import partials
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +175,16 @@ _END = object()
 # ---- the converter ----------------------------------------------------------------------------------------
 
 
+def output_lock(output: Path) -> AbstractContextManager[object]:
+    """The lock of one output (``.NAME.lock`` beside it, removed on release). Where its folder is missing or not
+    writable there is no lock: the writer refuses such an output with its own message."""
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return nullcontext()
+    return ProcessLock(parent / f".{output.name}.lock", already_running(f"another convert to {output}"), output,
+                       remove=True)
+
+
 @dataclass
 class Converter:
     """Renders the swap into a video. Build it from parts (:func:`changeling.convert.build_converter` assembles
@@ -293,15 +307,24 @@ class Converter:
     # -- the whole run --
 
     def run(self, source: Path | str, output: Path | str) -> ConvertReport:
-        """Convert ``source`` (a video, image or image folder) into ``output`` through the writer factory."""
-        if self.workers <= 0:
-            return self._run(source, output)
-        with opencv_threads(1):  # the render threads are the parallelism
-            return self._run(source, output)
+        """Convert ``source`` (a video, image or image folder) into ``output`` through the writer factory.
 
-    def _run(self, source: Path | str, output: Path | str) -> ConvertReport:
+        One convert per output at a time: a second one to the same output refuses ("already running (pid N)");
+        the holder of that lock removes what killed runs left under the output's temporary names."""
         source, output = Path(source), Path(output)
         check_not_input(output, source)
+        with output_lock(output):
+            for stale in partials(output):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+            if self.workers <= 0:
+                return self._run(source, output)
+            with opencv_threads(1):  # the render threads are the parallelism
+                return self._run(source, output)
+
+    def _run(self, source: Path, output: Path) -> ConvertReport:
         frames = open_frames(source)
         self.faces.open(frames)
         if self.label:

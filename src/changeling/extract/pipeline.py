@@ -29,6 +29,7 @@ import numpy as np
 from changeling.config import ExtractSettings
 from changeling.detect.align import face_affine, warp_face
 from changeling.errors import UserError
+from changeling.faces.facefile import FaceFileError, read_face
 from changeling.faces.output import write_extracted_face
 from changeling.faces.store import (
     AlignmentStore,
@@ -38,6 +39,8 @@ from changeling.faces.store import (
     content_hash,
     source_key,
 )
+from changeling.fileio import fsync_dir
+from changeling.locks import ProcessLock, already_running
 from changeling.progress import bar
 from changeling.project import Project
 from changeling.threads import opencv_threads, torch_threads, worker_processes_allowed
@@ -264,9 +267,12 @@ class _Decoder:
         """Whether a child process did the decoding."""
         return self._child is not None
 
-    def __iter__(self) -> Iterator[CountedFrame | FramesEnd]:
+    def __iter__(self) -> Iterator[CountedFrame | FramesEnd | _ReadStopped]:
         while True:
             item = self._q.get()
+            if isinstance(item, UserError):  # the input is damaged there: what came before is still good
+                yield _ReadStopped(item)
+                return
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -278,6 +284,13 @@ class _Decoder:
         self._thread.join(timeout=5)
         if self._child is not None:
             self._child.close()
+
+
+@dataclass
+class _ReadStopped:
+    """Reading the source failed part of the way through (the decoder's :class:`UserError`)."""
+
+    error: UserError
 
 
 @dataclass
@@ -347,6 +360,12 @@ class _SourceRun:
         return self.store
 
     def run(self) -> SourceReport:
+        """Extract the source, holding its lock (one extraction of a source and side at a time)."""
+        busy = already_running(f"another extraction of {self.path} (side {self.side})")
+        with ProcessLock(self.db_path.parent / f".{self.db_path.name}.lock", busy, self.path, remove=True):
+            return self._run()
+
+    def _run(self) -> SourceReport:
         store = self._open_store(create=False)
         if store is not None:
             if store.complete:
@@ -358,6 +377,7 @@ class _SourceRun:
                 store.close()
                 self.store = None
                 return self.report
+            self._redo_damaged_faces(store)
             self.done = store.done_frames()
             if self.done:
                 log.info("%s: resuming at frame %d (%d frames already done)", self.path, min(
@@ -378,14 +398,14 @@ class _SourceRun:
         try:
             with bar(total=total, desc=source_key(self.path), unit="frame", enabled=self.progress) as pbar:
                 for item in _timed(decoder, lambda dt: self.report.add_time("decode_wait", dt)):
-                    if isinstance(item, FramesEnd):
-                        self.report.corrupt_frames += item.corrupt_after
-                        if batch or skipped or corrupt:
-                            last = self._process(tracker, batch, skipped, corrupt)
-                            self._commit(pending)
-                            pending = last
-                        self._commit(pending)
+                    if isinstance(item, (FramesEnd, _ReadStopped)):  # the end, or damage: keep what came before
+                        self._last_batch(tracker, batch, skipped, corrupt, pending)
                         pending = None
+                        if isinstance(item, _ReadStopped):
+                            if not self.report.frames_read:
+                                raise item.error
+                            raise UserError(f"{item.error}; the faces of the frames before it are kept") from None
+                        self.report.corrupt_frames += item.corrupt_after
                         self._finish(item)
                         break
                     tf = item.frame
@@ -426,9 +446,30 @@ class _SourceRun:
 
     def _remove_stale_temporaries(self) -> None:
         """A run killed while writing a face leaves its temporary file (``.NAME.png.XXXX.part``); its frame was
-        not committed and is done again, so the temporary is garbage."""
-        for p in self.faces_dir.glob(f".{self.stem}_*.png.*.part"):
-            p.unlink(missing_ok=True)
+        not committed and is done again, so the temporary is garbage. (Only this source's: the name is matched
+        whole, so source ``a`` does not take the temporaries of source ``a_1``, which may be running.)"""
+        own = re.compile(rf"^\.{re.escape(self.stem)}_\d{{6,}}_\d+\.png\..+\.part$")
+        for p in self.faces_dir.iterdir():
+            if own.match(p.name):
+                p.unlink(missing_ok=True)
+
+    def _redo_damaged_faces(self, store: AlignmentStore) -> None:
+        """Before resuming, check that the face files of committed frames decode; a frame whose file is damaged
+        (empty or cut off by a power cut before durable writes, say) is forgotten, its files removed, and done
+        again. A missing file is the user's pruning and is left alone."""
+        files = [(f.frame, self.faces_dir / f.file) for f in store.all_faces() if f.file is not None]
+        present = [(frame, path) for frame, path in files if path.exists()]
+        damaged = sorted({frame for (frame, _), ok in zip(present, self.workers.map(_decodes, [p for _, p in present]),
+                                                          strict=True) if not ok})
+        if not damaged:
+            return
+        log.warning("%s: %d committed frames have damaged face files (a crash before they reached the disk?); "
+                    "doing them again", self.path, len(damaged))
+        for frame in damaged:
+            for face in store.faces_for_frame(frame, include_deleted=True):
+                if face.file is not None:
+                    (self.faces_dir / face.file).unlink(missing_ok=True)
+        store.forget_frames(damaged)
 
     def _process(self, tracker: Tracker | None, batch: list[TimedFrame], skipped: list[FrameRecord],
                  corrupt: dict[int, int]) -> _Pending:
@@ -457,6 +498,13 @@ class _SourceRun:
                 self.report.frames_without_face += 1
         return pending
 
+    def _last_batch(self, tracker: Tracker | None, batch: list[TimedFrame], skipped: list[FrameRecord],
+                    corrupt: dict[int, int], pending: _Pending | None) -> None:
+        """Process what is left and commit it after the batch still pending."""
+        last = self._process(tracker, batch, skipped, corrupt) if batch or skipped or corrupt else None
+        self._commit(pending)
+        self._commit(last)
+
     def _commit(self, pending: _Pending | None) -> None:
         """Wait for a batch's faces to be on disk, then record the batch in one transaction."""
         if pending is None:
@@ -470,6 +518,8 @@ class _SourceRun:
                 self.report.blurry_faces += 1
             else:
                 self.report.faces_written += 1
+        if any(rec.file is not None for rec in records):
+            fsync_dir(self.faces_dir)  # the files' names are on the disk before the store says they exist
         store = self._open_store(create=True)
         assert store is not None
         store.record(sorted(pending.frames, key=lambda f: f.index), records, pending.corrupt)
@@ -513,7 +563,7 @@ class _SourceRun:
         fields = {"source": str(self.path), "frame_index": tf.index, "face_index": k, "face_type": s.face_type,
                   "box": [round(float(v), 2) for v in box], "score": float(face.score), "time": float(tf.time),
                   "blur": round(blur, 3), "side": self.side, "source_hash": self.hash}
-        args = (self.faces_dir / name, crop, lm, affine, fields)
+        args = (self.faces_dir / name, crop, lm, affine, fields, False)  # the folder is flushed once per batch
         if self.processes is None:
             write_extracted_face(*args)
         else:  # masks, metadata and PNG in another process: this thread waits without holding the GIL
@@ -550,6 +600,15 @@ class _SourceRun:
         small = np.asarray(cv2.resize(tf.image, (max(1, round(w * scale)), max(1, round(h * scale))),
                                       interpolation=cv2.INTER_AREA), dtype=np.uint8) if scale < 1 else tf.image.copy()
         self.samples.append(_Sample(tf.index, small, scale, f"{source_key(self.path)} #{tf.index}"))
+
+
+def _decodes(path: Path) -> bool:
+    """Whether a face file reads whole (metadata and pixels)."""
+    try:
+        read_face(path)
+    except FaceFileError:
+        return False
+    return True
 
 
 def _draw_sample(sample: _Sample, faces: Sequence[FaceRecord]) -> Frame:

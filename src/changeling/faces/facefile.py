@@ -11,12 +11,13 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from changeling.errors import UserError
+from changeling.fileio import NotRegularFile, open_regular
 from changeling.types import Frame
 from changeling.video.images import write_image_atomic
 
@@ -25,6 +26,16 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 4_000_000
 FACE_TYPES = ("half", "mid", "full", "whole", "head")
 MASK_NAMES = ("hull", "extended", "left_eye", "right_eye", "mouth")
+# Bounds of coordinates, so that a value such as 1e308 is refused rather than trained on. Landmarks, the box
+# (mapped through the affine) and mask polygons must lie within MARGIN crop sides of the crop: the 'half' crop
+# cuts through the face, so its outline reaches about a fifth of a side past the crop's edges; a real face
+# never reaches a whole side past them.
+MARGIN = 1.0
+MAX_FRAME_COORD = 1e6  # frame pixels (frames are at most 10,000 px a side; faces may overhang an edge)
+SCALE_RANGE = (1e-4, 1e4)  # crop pixels per frame pixel of the affine
+MAX_AFFINE = 1e12  # its entries (the translation is frame coordinates times the scale)
+MAX_SECONDS = 1e9
+MAX_BLUR = 1e9
 
 
 class FaceFileError(UserError):
@@ -145,29 +156,69 @@ def meta_from_dict(d: Any) -> FaceMeta:
         if key in d and not isinstance(d[key], str):
             raise ValueError(f"{key} must be a string")
     score = _num(d["score"], "score")
-    return FaceMeta(source=d["source"], frame_index=ints["frame_index"], face_index=ints["face_index"],
+    meta = FaceMeta(source=d["source"], frame_index=ints["frame_index"], face_index=ints["face_index"],
                     size=ints["size"], face_type=d["face_type"], affine=_matrix(d["affine"], "affine", (2, 3)),
                     landmarks=landmarks, box=[_num(v, "box") for v in box], score=score, masks=masks,
                     time=_num(d.get("time", 0.0), "time"), blur=_num(d.get("blur", 0.0), "blur"),
                     side=d.get("side", ""), source_hash=d.get("source_hash", ""))
+    check_bounds(meta)
+    return meta
 
 
-def write_face(path: Path, image: Frame, meta: FaceMeta) -> None:
-    """Write an aligned face crop (S, S, 3) uint8 RGB with its metadata, atomically."""
+def check_bounds(meta: FaceMeta) -> None:
+    """``ValueError`` unless every coordinate lies where a real face can: frame coordinates within
+    ``MAX_FRAME_COORD``, an affine of sane scale, and landmarks, box corners (through the affine) and mask
+    polygons within ``MARGIN`` crop sides of the crop; score in [0, 1], time and blur not negative."""
+    s = float(meta.size)
+    lo, hi = -MARGIN * s, (1 + MARGIN) * s
+    _in_range(meta.score, "score", 0.0, 1.0)
+    _in_range(meta.time, "time", 0.0, MAX_SECONDS)
+    _in_range(meta.blur, "blur", 0.0, MAX_BLUR)
+    a = np.asarray(meta.affine, dtype=np.float64)  # (2, 3) frame -> crop
+    if np.abs(a).max() > MAX_AFFINE:
+        raise ValueError(f"affine holds values beyond {MAX_AFFINE:g}")
+    scale = math.sqrt(abs(float(np.linalg.det(a[:, :2]))))
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise ValueError(f"affine scales by {scale:.3g} crop pixels per frame pixel, expected "
+                         f"{SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g}")
+    lm = np.asarray(meta.landmarks, dtype=np.float64)  # (N, 3) frame pixels
+    box = np.asarray(meta.box, dtype=np.float64).reshape(2, 2)  # two corners
+    for name, pts in (("landmarks", lm), ("box", box)):
+        if np.abs(pts).max() > MAX_FRAME_COORD:
+            raise ValueError(f"{name} reach beyond {MAX_FRAME_COORD:g} frame pixels")
+        in_crop = pts[:, :2] @ a[:, :2].T + a[:, 2]
+        if in_crop.min() < lo or in_crop.max() > hi:
+            raise ValueError(f"{name} lie outside the {meta.size} px crop by more than {MARGIN:g} crop side")
+    if np.abs(lm[:, 2]).max() * scale > (1 + 2 * MARGIN) * s:
+        raise ValueError(f"landmark depths exceed {1 + 2 * MARGIN:g} crop sides")
+    for name, poly in meta.masks.items():
+        pts = np.asarray(poly, dtype=np.float64)
+        if pts.min() < lo or pts.max() > hi:
+            raise ValueError(f"mask {name} lies outside the {meta.size} px crop by more than {MARGIN:g} crop side")
+
+
+def _in_range(value: float, name: str, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low:g} to {high:g}")
+
+
+def write_face(path: Path, image: Frame, meta: FaceMeta, *, sync_dir: bool = True) -> None:
+    """Write an aligned face crop (S, S, 3) uint8 RGB with its metadata, atomically and durably (see
+    :func:`~changeling.video.images.write_image_atomic`; ``sync_dir=False``: the caller flushes the folder)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
         raise ValueError(f"expected a square (S, S, 3) uint8 face, got {image.shape} {image.dtype}")
     if image.shape[0] != meta.size:
         raise ValueError(f"face is {image.shape[0]} px but metadata says {meta.size}")
     info = PngImagePlugin.PngInfo()
     info.add_text(CHUNK_KEY, meta.to_json(), zip=True)
-    write_image_atomic(Path(path), image, pnginfo=info)
+    write_image_atomic(Path(path), image, pnginfo=info, sync_dir=sync_dir)
 
 
 def read_meta(path: Path) -> FaceMeta:
     """Read only the metadata of a face PNG (no pixel decode)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with _open(path) as fh, Image.open(fh) as img:
             if img.format != "PNG":
                 raise FaceFileError("not a PNG face file", path)
             text = getattr(img, "text", {}).get(CHUNK_KEY)
@@ -185,6 +236,15 @@ def read_meta(path: Path) -> FaceMeta:
         raise FaceFileError(f"bad metadata: {exc}", path) from None
 
 
+def _open(path: Path) -> BinaryIO:
+    """The face file opened for reading, if it is a regular file: a FIFO named like a face would block every
+    reader for ever."""
+    try:
+        return open_regular(path)
+    except NotRegularFile as exc:
+        raise FaceFileError(str(exc), path) from None
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in metadata")
 
@@ -194,10 +254,12 @@ def read_face(path: Path) -> tuple[Frame, FaceMeta]:
     path = Path(path)
     meta = read_meta(path)
     try:
-        with Image.open(path) as img:
+        with _open(path) as fh, Image.open(fh) as img:
             img.load()
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, FaceFileError):
+            raise
         raise FaceFileError(f"damaged face image ({exc})", path) from None
     if arr.shape[:2] != (meta.size, meta.size):
         raise FaceFileError(f"image is {arr.shape[1]}x{arr.shape[0]} but metadata says {meta.size}", path)

@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ import torch
 from changeling.config.train import TrainSettings
 from changeling.device import resolve_device
 from changeling.errors import ChangelingError, UserError
+from changeling.locks import ProcessLock
 from changeling.models.detail import DetailConfig, DetailedModel, DetailStage
 from changeling.models.pair import ModelConfig, PairModel
 from changeling.models.registry import PRESETS, Dims, create_model, preset_config
@@ -262,47 +262,18 @@ def check_same_model(model_dir: Path, info: ck.ModelInfo, state: dict[str, Any],
     return info.config
 
 
-class TrainLock:
-    """An exclusive lock on a model folder (``flock``; the system releases it when the process dies)."""
+class TrainLock(ProcessLock):
+    """An exclusive lock on a model folder (``flock``, see :mod:`changeling.locks`; released when the process
+    dies)."""
 
     def __init__(self, model_dir: Path) -> None:
-        self.path = Path(model_dir) / LOCK_NAME
-        self._fh: Any = None
+        super().__init__(Path(model_dir) / LOCK_NAME, lambda pid: f"another trainer (process {pid}) is training "
+                         "this model; stop it first or wait", Path(model_dir))
 
     def __enter__(self) -> TrainLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while locked
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            log.warning("no file locking on this system; do not run two trainers on one project")
-            self._fh = fh
-            return self
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise UserError(f"another trainer (process {holder}) is training this model; stop it first or wait",
-                            self.path.parent) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            try:
-                import fcntl
-
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            except (ImportError, OSError):
-                pass
-            self._fh.close()
-            self._fh = None
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from changeling.errors import UserError
+from changeling.fileio import finish_file, fsync_dir
 from changeling.types import Frame
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -66,19 +67,26 @@ def read_image(path: Path) -> Frame:
         raise UserError(f"image is damaged or truncated ({exc})", path) from None
 
 
-def write_image_atomic(path: Path, image: np.ndarray, *, pnginfo: object | None = None, quality: int = 95) -> None:
-    """Write a PNG/JPEG to a temporary name in the same folder, then rename: never a half-written file."""
+def write_image_atomic(path: Path, image: np.ndarray, *, pnginfo: object | None = None, quality: int = 95,
+                       sync_dir: bool = True) -> None:
+    """Write a PNG/JPEG to a temporary name in the same folder, flush it to the disk, then rename: never a
+    half-written or empty file under ``path``, even after a power cut. The file gets the permissions of any
+    file written by this process (not the temporary's private 0600). ``sync_dir=False`` leaves flushing the
+    folder's entry to the caller (extraction flushes the faces folder once per batch)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     try:
-        img = Image.fromarray(image)
-        if fmt == "PNG":
-            img.save(tmp, format="PNG", pnginfo=pnginfo, compress_level=1)
-        else:
-            img.save(tmp, format="JPEG", quality=quality)
+        with os.fdopen(fd, "wb") as fh:
+            img = Image.fromarray(image)
+            if fmt == "PNG":
+                img.save(fh, format="PNG", pnginfo=pnginfo, compress_level=1)
+            else:
+                img.save(fh, format="JPEG", quality=quality)
+            finish_file(fh)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync_dir:
+        fsync_dir(path.parent)

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 
 from changeling.errors import UserError
+from changeling.fileio import describe_mode
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ def check_readable_file(path: Path) -> Path:
         raise UserError(f"cannot be read ({exc.strerror or type(exc).__name__})", path) from None
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise UserError("empty file (0 bytes)", path)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # opening a FIFO waits for a writer
+        raise UserError(f"not a regular file or folder ({describe_mode(st.st_mode)})", path)
     return path
 
 

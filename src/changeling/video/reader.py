@@ -63,22 +63,51 @@ class FrameSource:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             tb = stream.time_base or self.time_base
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
+            packets = container.demux(stream)
+            while True:
+                stopped: BaseException | None = None
+                try:  # a file damaged or cut further on fails here, part of the way through
+                    packet = next(packets, None)
+                except _READ_ERRORS as exc:
+                    stopped, packet = exc, None
+                if packet is None and stopped is None:
+                    break
+                try:  # after a failure, the frames the decoder still holds (it runs a few frames behind)
+                    frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
                 except av.error.FFmpegError as exc:
+                    if stopped is not None:
+                        raise ReadError(self.path, index, stopped) from None
                     self.skipped += 1
                     log.warning("%s: skipped a frame that failed to decode (%s)", self.path, exc)
                     continue
                 for frame in frames:
-                    if frame.pts is None:
-                        t = float(index / self.fps)
-                    else:
-                        t = float(frame.pts * tb)
-                    yield TimedFrame(index=index, time=t, pts=frame.pts, image=frame_to_rgb(frame))
+                    t = float(index / self.fps) if frame.pts is None else float(frame.pts * tb)
+                    try:
+                        image = frame_to_rgb(frame)
+                    except _READ_ERRORS as exc:
+                        raise ReadError(self.path, index, exc) from None
+                    yield TimedFrame(index=index, time=t, pts=frame.pts, image=image)
                     index += 1
+                if stopped is not None:
+                    raise ReadError(self.path, index, stopped)
         if index == 0:
             raise UserError("no frame could be decoded (truncated or damaged video?)", self.path)
+
+
+# What PyAV raises on damaged input (its errors derive from FFmpegError, some also from OSError), and what a
+# frame conversion raises on a frame it cannot convert.
+_READ_ERRORS = (av.error.FFmpegError, OSError, ValueError)
+
+
+class ReadError(UserError):
+    """Reading a video stopped part of the way through (damaged or cut-off data): ``frame`` is the index of the
+    frame that could not be read, so every frame before it was."""
+
+    def __init__(self, path: Path, frame: int, cause: BaseException) -> None:
+        self.frame = frame
+        reason = getattr(cause, "strerror", None) or str(cause).split(":")[0] or type(cause).__name__
+        super().__init__(f"reading stopped at frame {frame} ({type(cause).__name__}: {reason}); the file is "
+                         "damaged or cut off there", path)
 
 
 _PRINTF = re.compile(r"%0?\d*d")
@@ -127,4 +156,10 @@ def count_frames(path: Path) -> int:
     """Decode-free frame count: demux the packets of the video stream (exact for constant and variable rate)."""
     with open_container(path) as container:
         stream = container.streams.video[0]
-        return sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+        n = 0
+        try:
+            for pkt in container.demux(stream):
+                n += pkt.size > 0
+        except _READ_ERRORS as exc:
+            raise ReadError(Path(path), n, exc) from None
+        return n

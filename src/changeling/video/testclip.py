@@ -92,3 +92,21 @@ def write_audio_only(path: Path) -> Path:
         for pkt in stream.encode(None):
             out.mux(pkt)
     return Path(path)
+
+
+def break_mp4_at(path: Path, frame: int) -> Path:
+    """Damage an MP4 written by :func:`write_clip` (video only) so that demuxing fails at ``frame``: its entry in
+    the sample-size table ('stsz') claims 768 MB, which FFmpeg refuses to read ("Cannot allocate memory") after
+    handing out the frames before it. The container still opens and probes as a good video."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"stsz")
+    if at < 0:
+        raise ValueError(f"{path} has no sample-size table")
+    uniform, count = int.from_bytes(data[at + 8:at + 12], "big"), int.from_bytes(data[at + 12:at + 16], "big")
+    if uniform or not 0 < frame < count:
+        raise ValueError(f"{path}: cannot damage frame {frame} of {count}")
+    entry = at + 16 + 4 * frame
+    data[entry:entry + 4] = (0x30000000).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,7 @@ import av
 import numpy as np
 
 from changeling.errors import UserError
+from changeling.fileio import publish, temp_name
 from changeling.types import Frame
 from changeling.video.encoding import can_copy_audio, container_format, container_options, h264_settings
 from changeling.video.probe import open_container
@@ -48,8 +50,21 @@ def check_output_path(path: Path, inputs: Sequence[Path] = ()) -> Path:
 
 
 def partial_path(path: Path) -> Path:
-    """The temporary name a file is written under until it is complete."""
-    return path.with_name(f".{path.name}.partial")
+    """A temporary name to write ``path`` under until it is complete: ``.NAME.<pid>-<random>.partial``, unique
+    to the process and the call, so two runs never write into one temporary."""
+    return temp_name(Path(path), ".partial")
+
+
+def partials(path: Path) -> list[Path]:
+    """The temporaries of ``path`` now beside it (from :func:`partial_path`, and the ``.NAME.partial`` of
+    earlier versions): what a killed run leaves. Only the holder of ``path``'s lock may delete them."""
+    path = Path(path)
+    own = re.compile(rf"^\.{re.escape(path.name)}(\.\d+-[0-9a-f]+)?\.partial$")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        return sorted(p for p in parent.iterdir() if own.match(p.name))
+    except OSError:
+        return []
 
 
 class _AudioCarrier:
@@ -236,13 +251,15 @@ class VideoWriter:
         if self.frames_written == 0:
             self._tmp.unlink(missing_ok=True)
             raise UserError("no frames were written", self.path)
-        if before_publish is not None:
-            try:
+        try:
+            if before_publish is not None:
                 before_publish(self._tmp)
-            except BaseException:
-                self._tmp.unlink(missing_ok=True)
-                raise
-        os.replace(self._tmp, self.path)
+            # on the disk before it takes the final name (which keeps the old file until then), with the
+            # permissions of a plainly written file (a signer may have rewritten it through a private temporary)
+            publish(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         return self.path
 
     def abort(self) -> None:
