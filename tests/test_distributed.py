@@ -89,3 +89,23 @@ def test_killing_one_rank_stops_the_job_with_a_message(tmp_path: Path) -> None:
     assert "Signal 9 (SIGKILL)" in out or "exitcode" in out.lower()
     # what was saved is intact and resumes in a single process
     assert read_checkpoint(latest_checkpoint(root / "model")).info.step >= 0
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_detail_stage_and_one_resumes_it(tmp_path: Path) -> None:
+    """Faces stored at 128 px give the 64 px tiny model a 2x detail stage; its networks train through their own
+    DistributedDataParallel wrapper (every parameter used in every step), and the checkpoint resumes in one
+    process."""
+    root = init_project(tmp_path / "p")
+    make_faces(root.faces_dir("A"), "A", 6, size=128)
+    make_faces(root.faces_dir("B"), "B", 6, size=128)
+    r = subprocess.run([sys.executable, "-m", "changeling", "train", "--gpus", "2", "-p", str(root.root),
+                        "--batch-size", "2", "--max-steps", "3", *COMMON], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    ck = read_checkpoint(latest_checkpoint(root.root / "model"))
+    assert ck.info.step == 3 and ck.info.detail is not None and ck.info.detail.scale == 2 and ck.detail is not None
+    assert any(t.abs().sum() > 0 for k, t in ck.detail.weights.items() if k.endswith("tail.weight"))
+    r2 = run_cli("train", "-p", str(root.root), "--batch-size", "2", "--max-steps", "4", *COMMON)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert read_checkpoint(latest_checkpoint(root.root / "model")).info.step == 4
