@@ -1,5 +1,6 @@
 """The trainer's full-frame preview: a few frames of A's own footage with the current model's swap pasted in,
-so the user sees the real result while training runs (``previews/frames.png``)."""
+so the user sees the real result while training runs (``previews/frames.png``, marked as synthetic media as
+convert marks its output)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from changeling.faces.store import AlignmentStore
 from changeling.masks.masks import face_masks, feather
 from changeling.masks.raster import polygon_mask
 from changeling.project import Project
+from changeling.provenance.metadata import write_synthetic_image
 from changeling.types import Frame
 from changeling.video import open_frames
-from changeling.video.images import write_image_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,6 @@ def make_frame_preview(project: Project, face_type: str, count: int = FRAMES) ->
 
             strip = cv2.resize(strip, (round(strip.shape[1] * scale), round(strip.shape[0] * scale)),
                                interpolation=cv2.INTER_AREA)
-        write_image_atomic(previews_dir / "frames.png", np.ascontiguousarray(strip))
+        write_synthetic_image(previews_dir / "frames.png", np.ascontiguousarray(strip))
 
     return render
