@@ -51,8 +51,9 @@ HYPOTHESES_PER_FRAME = 1 + CANDIDATES * N_BITS
 _STEP = 0.01  # relative step of the coarse scale grid (a peak is about 10% wide)
 _FINE = 0.001  # and of its refinement
 _ANALYSIS_SIDE = 1024  # the lattice search looks at the middle of larger frames only
-_ANALYSIS_FRAMES = 8  # and at no more than this many frames of a video
+_ANALYSIS_FRAMES = 4  # and at no more than this many frames of a video (pooled)
 _REFINE_FRAMES = 2  # frames whose block grid refines a candidate scale
+_REFINE_SIDE = 768  # (their middle: 0.5% of scale moves a block by 4 pixels across it)
 _STAGE1_BOX = 8  # box side of the pixel votes in step 1: inside a block at every scale from 0.5
 _HIGHPASS_SIGMA = 12.0  # removes flat areas' constant votes, which would correlate at every displacement
 _S0_PER_U = float(BLOCK_PX)  # s0 of a flat block of U = u is 16 u (LL2 = 4 u, a 4x4 block of it has s0 16 u)
@@ -243,8 +244,10 @@ def refine_scale(frames: Sequence[Frame], scale: float, mirrored: bool) -> float
     its top by a percent or two; across a picture 30 blocks wide that misplaces the last blocks by half a block.
     The grid's phase map is sharp only where the scale is right across the picture.
     """
+    middles = [_middle(f, _REFINE_SIDE) for f in frames]
+
     def sharpness(s: float) -> float:
-        m = _phase_map([resample(f, s) for f in frames], mirrored)
+        m = _phase_map([resample(f, s) for f in middles], mirrored)
         return float(m.max() - m.mean())
 
     tried = {s: sharpness(s) for s in scale * np.exp([-0.015, 0.0, 0.015])}
@@ -314,8 +317,9 @@ def find_watermark(frames: Sequence[Frame], *, search: bool = True) -> Search:
     """Read frames of one picture or video (same size, same edits) as written and, unless the mark reads there
     or ``search`` is False, at the candidate geometries of :func:`scale_candidates` and :func:`grid_offset`.
 
-    At most :data:`HYPOTHESES_PER_FRAME` readings of each frame and as many of the pooled votes are compared with
-    the payload; each result is the best of them.
+    The candidates are read on up to four frames; the one whose pooled votes agree best with the payload is
+    read on every frame. So no frame, and no pool, is compared with the payload more than
+    :data:`HYPOTHESES_PER_FRAME` times; each result is the best of its readings.
     """
     identity = Geometry()
     as_written = [read_watermark(f) for f in frames]
@@ -326,18 +330,29 @@ def find_watermark(frames: Sequence[Frame], *, search: bool = True) -> Search:
     geometries: list[Geometry] = []
     if found or not search or not frames:
         return Search(best, pooled, geometries)
-    step = max(1, len(frames) // _ANALYSIS_FRAMES)
-    analysed = list(frames[::step][:_ANALYSIS_FRAMES])
-    for coarse, mirrored, _ in scale_candidates(analysed):
-        scale = refine_scale(analysed[:_REFINE_FRAMES], coarse, mirrored)
-        pictures = [resample(f, scale) for f in frames]
-        dy, dx = grid_offset(pictures[::step][:_ANALYSIS_FRAMES], mirrored)
-        geometry = Geometry(scale=round(scale, 4), mirrored=mirrored, dy=dy, dx=dx)
-        geometries.append(geometry)
-        parts = [local_votes(p, geometry) for p in pictures]
-        for i, (votes, blocks) in enumerate(parts):
+
+    def read(indices: Sequence[int], geometry: Geometry) -> Finding:
+        """Read frames at ``geometry``, keep each frame's best; the pooled finding of those frames."""
+        parts = [local_votes(resample(frames[i], geometry.scale), geometry) for i in indices]
+        for i, (votes, blocks) in zip(indices, parts, strict=True):
             r, k = best_rotation(votes, blocks)
             best[i] = _better(best[i], Finding(r, geometry, k))
         r, k = best_rotation(*_pool(parts))
-        pooled = _better(pooled, Finding(r, geometry, k))
+        return Finding(r, geometry, k)
+
+    step = max(1, len(frames) // _ANALYSIS_FRAMES)
+    analysed = list(range(0, len(frames), step))[:_ANALYSIS_FRAMES]
+    sample = [frames[i] for i in analysed]
+    tried: list[Finding] = []
+    for coarse, mirrored, _ in scale_candidates(sample):
+        scale = refine_scale(sample[:_REFINE_FRAMES], coarse, mirrored)
+        dy, dx = grid_offset([resample(f, scale) for f in sample], mirrored)
+        geometry = Geometry(scale=round(scale, 4), mirrored=mirrored, dy=dy, dx=dx)
+        geometries.append(geometry)
+        tried.append(read(analysed, geometry))
+        pooled = _better(pooled, tried[-1])
+    rest = [i for i in range(len(frames)) if i not in analysed]
+    if tried and rest:
+        chosen = max(tried, key=lambda f: f.reading.agreement)
+        pooled = _better(pooled, read(range(len(frames)), chosen.geometry))
     return Search(best, pooled, geometries)

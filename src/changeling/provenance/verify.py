@@ -29,7 +29,7 @@ from changeling.provenance.metadata import (
     read_video_metadata,
 )
 from changeling.provenance.search import find_watermark
-from changeling.provenance.watermark import MIN_SIDE, N_BITS, THRESHOLD
+from changeling.provenance.watermark import MIN_SIDE, N_BITS, THRESHOLD, has_room
 from changeling.types import Frame
 from changeling.video.images import is_image_path, read_image
 from changeling.video.probe import check_readable_file, open_container, probe
@@ -56,7 +56,7 @@ class VerifyReport:
     frame_agreements: list[float]  # bit agreement of each sampled frame, in [0, 1]
     pooled_agreement: float  # bit agreement of all sampled frames' votes together
     watermark: bool  # a frame or the pool read the payload
-    watermark_geometry: str  # how the best reading found the frames: "as written", "scaled 0.67x, mirrored"...
+    watermark_geometry: str | None  # where found: "as written", "scaled 0.67x, mirrored, cropped"...; else None
     metadata: MetadataFinding
     manifest: c2pa_marks.ManifestFinding | None
     notes: list[str] = field(default_factory=list)
@@ -205,18 +205,18 @@ def _report(path: Path, kind: Literal["image", "video"], frames: list[Frame], me
     h, w = frames[0].shape[:2]
     same_size = [f for f in frames if f.shape == frames[0].shape]  # a video that changes size: its first size
     result = find_watermark(same_size)
-    notes = []
-    if all(f.reading.blocks == 0 for f in result.frames):
-        notes.append(f"frames of {w}x{h} are too small to carry the watermark ({MIN_SIDE}x{MIN_SIDE} at least)")
     agreements = [f.reading.agreement for f in result.frames]
     marked = sum(f.reading.found for f in result.frames)
     watermark = marked > 0 or result.pooled.reading.found
+    notes = []
+    if not watermark and not has_room(h, w):
+        notes.append(f"frames of {w}x{h} are too small to carry the watermark ({MIN_SIDE}x{MIN_SIDE} at least)")
     best = result.pooled if result.pooled.reading.found or not result.frames else \
         max(result.frames, key=lambda f: f.reading.agreement)
     return VerifyReport(path=path, kind=kind, width=w, height=h, frames_sampled=len(same_size),
                         frames_marked=marked, frame_agreements=[round(a, 4) for a in agreements],
                         pooled_agreement=round(result.pooled.reading.agreement, 4), watermark=watermark,
-                        watermark_geometry=best.geometry.describe(), metadata=metadata,
+                        watermark_geometry=best.geometry.describe() if watermark else None, metadata=metadata,
                         manifest=c2pa_marks.read_manifest(path, key_folder), notes=notes)
 
 
