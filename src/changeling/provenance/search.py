@@ -317,9 +317,11 @@ def find_watermark(frames: Sequence[Frame], *, search: bool = True) -> Search:
     """Read frames of one picture or video (same size, same edits) as written and, unless the mark reads there
     or ``search`` is False, at the candidate geometries of :func:`scale_candidates` and :func:`grid_offset`.
 
-    The candidates are read on up to four frames; the one whose pooled votes agree best with the payload is
-    read on every frame. So no frame, and no pool, is compared with the payload more than
-    :data:`HYPOTHESES_PER_FRAME` times; each result is the best of its readings.
+    The candidates are read on up to four frames (all of a picture's or a short video's); the one whose pooled
+    votes agree best with the payload is read on the other frames too and pooled over all of them. A frame is
+    compared with the payload at most :data:`HYPOTHESES_PER_FRAME` times (as written, and each candidate in
+    each rotation), and the pooled reading is one of as many possible pools, whichever candidate was chosen;
+    each result is the best of its readings.
     """
     identity = Geometry()
     as_written = [read_watermark(f) for f in frames]
@@ -331,28 +333,34 @@ def find_watermark(frames: Sequence[Frame], *, search: bool = True) -> Search:
     if found or not search or not frames:
         return Search(best, pooled, geometries)
 
-    def read(indices: Sequence[int], geometry: Geometry) -> Finding:
-        """Read frames at ``geometry``, keep each frame's best; the pooled finding of those frames."""
+    def read(indices: Sequence[int], geometry: Geometry) -> list[tuple[NDArray[np.float64], int]]:
+        """Frames' votes at ``geometry``; each frame keeps its best reading."""
         parts = [local_votes(resample(frames[i], geometry.scale), geometry) for i in indices]
         for i, (votes, blocks) in zip(indices, parts, strict=True):
             r, k = best_rotation(votes, blocks)
             best[i] = _better(best[i], Finding(r, geometry, k))
+        return parts
+
+    def pool(parts: Sequence[tuple[NDArray[np.float64], int]], geometry: Geometry) -> Finding:
         r, k = best_rotation(*_pool(parts))
         return Finding(r, geometry, k)
 
     step = max(1, len(frames) // _ANALYSIS_FRAMES)
     analysed = list(range(0, len(frames), step))[:_ANALYSIS_FRAMES]
+    rest = [i for i in range(len(frames)) if i not in analysed]
     sample = [frames[i] for i in analysed]
-    tried: list[Finding] = []
+    tried: list[tuple[Finding, list[tuple[NDArray[np.float64], int]]]] = []
     for coarse, mirrored, _ in scale_candidates(sample):
         scale = refine_scale(sample[:_REFINE_FRAMES], coarse, mirrored)
         dy, dx = grid_offset([resample(f, scale) for f in sample], mirrored)
         geometry = Geometry(scale=round(scale, 4), mirrored=mirrored, dy=dy, dx=dx)
         geometries.append(geometry)
-        tried.append(read(analysed, geometry))
-        pooled = _better(pooled, tried[-1])
-    rest = [i for i in range(len(frames)) if i not in analysed]
-    if tried and rest:
-        chosen = max(tried, key=lambda f: f.reading.agreement)
-        pooled = _better(pooled, read(range(len(frames)), chosen.geometry))
+        parts = read(analysed, geometry)
+        tried.append((pool(parts, geometry), parts))
+    if not rest:  # every frame analysed: each candidate's pool is one of the pooled readings
+        for finding, _ in tried:
+            pooled = _better(pooled, finding)
+    elif tried:  # the best candidate on the analysed frames is read on the others, and pooled over all
+        finding, parts = max(tried, key=lambda t: t[0].reading.agreement)
+        pooled = _better(pooled, pool(parts + read(rest, finding.geometry), finding.geometry))
     return Search(best, pooled, geometries)
