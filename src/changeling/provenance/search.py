@@ -15,7 +15,7 @@ payload's bits (so that they add no hypotheses to the false-positive count, docs
 2. **Grid offset**, and the scale to half a percent. At a candidate scale the picture is resampled to
    16-pixel blocks; products of 16x16 box votes ``16 (dr, dc)`` apart, binned by the position modulo 16, are
    largest on the block grid, and that largest bin stands out most where the scale is right.
-3. **Read** the blocks at that geometry exactly (SVD, as the embedder's reader) and compare their votes with
+3. **Read** the blocks at that geometry as the reader reads a frame as written, and compare their votes with
    the payload in each of its 61 rotations.
 """
 
