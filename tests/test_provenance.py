@@ -1,6 +1,7 @@
-"""Provenance marks: the vectorised DWT-DCT-SVD watermark against the invisible-watermark package, its survival
-of H.264 CRF 28 and JPEG q75, no false positives on unmarked footage, metadata read back by PyAV/PIL, C2PA
-manifests read back by c2pa-python, and ``changeling verify``."""
+"""Provenance marks: the vectorised DWT-DCT-SVD watermark against an independent per-block reading (PyWavelets,
+OpenCV's DCT, NumPy's SVD), its survival of H.264 CRF 28 and JPEG q75, metadata read back by PyAV/PIL, C2PA
+manifests read back by c2pa-python, and ``changeling verify`` (edits and false positives:
+tests/test_watermark_edits.py)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_payload_is_the_documented_balanced_hash() -> None:
 
 def test_power_iteration_finds_the_exact_top_singular_value() -> None:
     for image in _portraits():
-        rows, cols = wm._grid(*image.shape[:2])
+        rows, cols = wm.grid(*image.shape[:2])
         blocks = wm._blocks(wm._u_ll(image, rows, cols), rows, cols)
         u, s0, v = wm._top_singular(blocks)
         exact = np.linalg.svd(blocks.transpose(2, 0, 1).astype(np.float64), compute_uv=False)[:, 0]
@@ -99,40 +100,23 @@ def test_power_iteration_finds_the_exact_top_singular_value() -> None:
 
 
 def test_every_block_carries_its_bit_by_the_packages_own_per_block_rule() -> None:
-    """Block k's DCT-SVD value (cv2.dct + numpy SVD, as imwatermark reads it) encodes payload bit k mod 61."""
+    """Block (r, c)'s DCT-SVD value on the two-level Haar LL band (PyWavelets, cv2.dct and NumPy's SVD, the
+    way imwatermark reads one level) encodes payload bit (23 r + c) mod 61."""
     pywt = pytest.importorskip("pywt")
-    image = cv2.resize(_portraits()[0], (256, 256), interpolation=cv2.INTER_AREA)
+    image = cv2.resize(_portraits()[0], (320, 256), interpolation=cv2.INTER_AREA)
     marked = embed_watermark(image)
     u = cv2.cvtColor(marked[..., ::-1], cv2.COLOR_BGR2YUV)[..., 1]
-    ll, _ = pywt.dwt2(u.astype(np.float64), "haar")
-    bits = []
-    for i in range(ll.shape[0] // 4):
-        for j in range(ll.shape[1] // 4):
-            s = np.linalg.svd(cv2.dct(ll[4 * i: 4 * i + 4, 4 * j: 4 * j + 4]), compute_uv=False)
+    ll = pywt.wavedec2(u.astype(np.float64), "haar", level=2)[0]
+    bits, expected = [], []
+    for r in range(ll.shape[0] // 4):
+        for c in range(ll.shape[1] // 4):
+            s = np.linalg.svd(cv2.dct(ll[4 * r: 4 * r + 4, 4 * c: 4 * c + 4]), compute_uv=False)
             bits.append(int(s[0] % wm.SCALE > wm.SCALE * 0.5))
-    expected = np.resize(wm.PAYLOAD_BITS, len(bits))
-    assert np.mean(np.array(bits) == expected) > 0.99
-
-
-@pytest.mark.parametrize("index", [0, 1])
-def test_the_package_reads_our_mark_and_we_read_the_packages(index: int) -> None:
-    imwatermark = pytest.importorskip("imwatermark")
-    image = cv2.resize(_portraits()[index], (320, 256), interpolation=cv2.INTER_AREA)
-    scales = [0, wm.SCALE, 0]
-    ours = embed_watermark(image)
-    decoder = imwatermark.WatermarkDecoder("bits", wm.N_BITS)
-    read = decoder.decode(np.ascontiguousarray(ours[..., ::-1]), "dwtDctSvd", scales=scales)
-    np.testing.assert_array_equal(np.asarray(read, dtype=np.uint8), wm.PAYLOAD_BITS)
-    # and the package's unmarked reading of the same picture is not the payload
-    plain = decoder.decode(np.ascontiguousarray(image[..., ::-1]), "dwtDctSvd", scales=scales)
-    assert np.mean(np.asarray(plain, dtype=np.uint8) == wm.PAYLOAD_BITS) < wm.THRESHOLD
-
-    encoder = imwatermark.WatermarkEncoder()
-    encoder.set_watermark("bits", wm.PAYLOAD_BITS.tolist())
-    theirs = encoder.encode(np.ascontiguousarray(image[..., ::-1]), "dwtDctSvd", scales=scales)[..., ::-1]
-    found, agreement = detect_watermark(np.ascontiguousarray(theirs))
-    assert found and agreement == 1.0
-    assert not detect_watermark(image)[0]
+            expected.append(int(wm.PAYLOAD_BITS[(23 * r + c) % 61]))
+    assert len(bits) == 16 * 20 and np.mean(np.array(bits) == np.array(expected)) > 0.98  # a few clipped blocks
+    ours = (wm.block_votes(marked) > 0).astype(int).ravel()  # our reader's hard vote agrees block by block
+    assert np.mean(ours == np.array(bits)) > 0.99
+    assert detect_watermark(marked) == (True, 1.0)
 
 
 def test_torch_batch_embedder_equals_the_numpy_one() -> None:
@@ -166,14 +150,15 @@ def test_embed_checks_its_input_and_small_frames() -> None:
         embed_watermark(np.zeros((64, 64), np.uint8))
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         embed_watermark(np.zeros((64, 64, 3), np.float32))
-    with pytest.raises(ValueError, match="64x64"):
-        embed_watermark(np.zeros((40, 40, 3), np.uint8))
-    assert detect_watermark(np.zeros((40, 40, 3), np.uint8)) == (False, 0.0)
-    odd = cv2.resize(_portraits()[1], (333, 277))  # sides that are not multiples of 8: the rest is kept as is
+    with pytest.raises(ValueError, match="128x128"):
+        embed_watermark(np.zeros((120, 120, 3), np.uint8))
+    assert detect_watermark(np.zeros((120, 120, 3), np.uint8)) == (False, 0.0)
+    assert detect_watermark(embed_watermark(cv2.resize(_portraits()[0], (128, 128)))) == (True, 1.0)
+    odd = cv2.resize(_portraits()[1], (333, 277))  # sides that are not multiples of 16: the rest is kept as is
     marked = embed_watermark(odd)
     assert detect_watermark(marked) == (True, 1.0)
     np.testing.assert_array_equal(marked[272:], odd[272:])
-    np.testing.assert_array_equal(marked[:, 328:], odd[:, 328:])
+    np.testing.assert_array_equal(marked[:, 320:], odd[:, 320:])
 
 
 # -- robustness and false positives -----------------------------------------------------------------------------
@@ -220,32 +205,6 @@ def test_long_videos_are_sampled_by_seeking(tmp_path: Path, monkeypatch: pytest.
     assert len({int(np.argmin([np.abs(f.astype(int) - d).mean() for d in decoded])) for f in seeking}) == 6
     report = verify_file(video, frames=6)
     assert report.frames_sampled == 6 and report.frames_marked == 6
-
-
-def test_no_false_positives_on_unmarked_footage(tmp_path: Path) -> None:
-    """Hundreds of unmarked frames: portraits at many scales and crops, flipped and rotated, before and after
-    lossy coding, synthetic patterns, noise, flat and gradient frames. None reads the payload; the largest
-    agreement seen stays far below the threshold (chance level is 0.5)."""
-    rng = np.random.default_rng(0)
-    frames: list[np.ndarray] = []
-    for image in _portraits():
-        for size in (64, 96, 128, 200, 256, 384, 512):
-            base = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            frames += [base, base[:, ::-1].copy(), np.ascontiguousarray(np.rot90(base)), _jpeg(base, 75)]
-        frames += _moving_clip(image, 40)
-    frames += [pattern_frame(i, 256, 192) for i in range(40)]
-    frames += [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(10)]
-    frames += [np.full((256, 256, 3), v, np.uint8) for v in (0, 17, 128, 200, 255)]
-    y, x = np.mgrid[0:256, 0:256]
-    frames += [np.stack([x, y, (x + y) // 2], -1).astype(np.uint8), np.stack([y, x, 255 - x], -1).astype(np.uint8)]
-    coded = write_clip(tmp_path / "plain.mp4", images=_moving_clip(_portraits()[0], 30), width=256, height=256,
-                       fps=25, audio=None, crf=28)
-    frames += _decode(coded)
-    agreements = [wm.read_watermark(f).agreement for f in frames]
-    assert len(frames) > 200
-    assert max(agreements) < 0.75, max(agreements)  # threshold 0.82; 0.75 is p = 1e-4 for a random frame
-    assert 0.4 < float(np.mean([a for a in agreements if a > 0])) < 0.6
-    assert verify_file(coded).verdict == "not marked"
 
 
 # -- metadata and C2PA ----------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ EXIT_MARKED, EXIT_BAD_INPUT, EXIT_NOT_MARKED = 0, 2, 3
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check a video or image for changeling's provenance marks", description=(
-        "Report whether a file carries changeling's invisible watermark (in how many sampled frames), its "
-        "synthetic-media metadata and a C2PA manifest, and give a verdict. Exit status: 0 when every file is "
-        "marked, 3 when at least one is not, 2 when a file cannot be read (the others are still checked)."))
+        "Report whether a file carries changeling's invisible watermark (in how many sampled frames; also after "
+        "crops, scaling, a mirror or re-encoding), its synthetic-media metadata and a C2PA manifest, and give a "
+        "verdict. 'Not marked' is no proof that a file is authentic. Exit status: 0 when every file is marked, 3 "
+        "when at least one is not, 2 when a file cannot be read (the others are still checked)."))
     p.add_argument("files", nargs="+", type=Path, help="videos or images to check")
     p.add_argument("--frames", type=int, default=16, help="frames to sample from a video (default: 16)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

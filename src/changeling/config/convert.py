@@ -22,7 +22,10 @@ class ConvertSettings:
     face_scale: float = settings_field(1.0, min=0.5, max=1.5, help="scale of the pasted face")
     which: Literal["all", "largest", "reference"] = settings_field("largest", help="which faces are swapped")
     direction: Literal["a2b", "b2a"] = settings_field("a2b", help="A's faces become B (a2b) or the reverse")
-    crf: int = settings_field(18, min=0, max=51, help="H.264 quality (lower is better, larger files)")
+    # At most 32: coarser chroma quantisation wipes out the watermark (a 320x240 output loses it from CRF 34, a
+    # 640x360 one from 40, a 720p one from 42; docs/decisions.md), and every output must stay verifiable.
+    crf: int = settings_field(18, min=0, max=32, help="H.264 quality (lower is better, larger files; at most 32, "
+                              "where the provenance watermark still survives)")
     batch_size: int = settings_field(8, min=1, max=4096, help="faces per batch through the model")
     device: Literal["auto", "cpu", "cuda"] = settings_field("auto", help="where the model runs")
     image_format: Literal["png", "jpg"] = settings_field("png", help="file type of --writer images")

@@ -1,5 +1,7 @@
 """``convert --preview FRAME``: one frame rendered with each colour mode, side by side with the original and the
-blend mask, so the user can choose a mode without rendering the whole video."""
+blend mask, so the user can choose a mode without rendering the whole video. Each image shows a swapped face, so
+it is marked as convert marks its output: the converter's watermark over the whole image (the picture a user
+downloads), the synthetic-media metadata and a C2PA manifest."""
 
 from __future__ import annotations
 
@@ -9,15 +11,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import PngImagePlugin
 
 from changeling.convert.blend import paste_back
 from changeling.convert.color import COLOR_MATCHERS, color_matcher
 from changeling.convert.pipeline import Converter
 from changeling.convert.writers import RenderedFrame
 from changeling.errors import UserError
+from changeling.provenance.metadata import write_marked_image
+from changeling.provenance.watermark import has_room
 from changeling.types import Frame
-from changeling.video.images import write_image_atomic
 from changeling.video.reader import TimedFrame, open_frames
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ def find_frame(source: Path, index: int) -> TimedFrame:
 def write_previews(converter: Converter, source: Path, frame_index: int, out_dir: Path, *,
                    modes: Sequence[str] = tuple(COLOR_MATCHERS), metadata: Mapping[str, str] | None = None,
                    max_panel_width: int = 1280) -> list[Path]:
-    """Write ``NAME_fNNNNNN_MODE.png`` (original | swapped | mask) into ``out_dir`` for each colour mode.
+    """Write ``NAME_fNNNNNN_MODE.png`` (original | swapped | mask) into ``out_dir`` for each colour mode, marked
+    by the converter's marker, with ``metadata`` (default: the synthetic-media tags) and a C2PA manifest.
 
     The model runs once; each mode re-renders the same faces. Raises :class:`UserError` when the frame does
     not exist or holds no face.
@@ -80,15 +83,15 @@ def write_previews(converter: Converter, source: Path, frame_index: int, out_dir
     if not plan.faces:
         raise UserError(f"no face found in frame {frame_index}; choose a frame with a face", source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    for k, v in (metadata or {}).items():
-        info.add_text(str(k), str(v))
+    tags = dict(metadata) if metadata is not None else None
     written = []
     for mode in modes:
         rendered = converter.render(plan, color=color_matcher(mode))
         img = side_by_side(tf.image, rendered.image, mask_image(tf.image.shape, rendered), mode, max_panel_width)
+        if converter.marker is not None and has_room(*img.shape[:2]):
+            img = converter.marker(img)
         path = out_dir / f"{source.stem}_f{frame_index:06d}_{mode}.png"
-        write_image_atomic(path, img, pnginfo=info)
+        write_marked_image(path, img, tags=tags)
         written.append(path)
         log.info("preview: %s", path)
     return written

@@ -1,5 +1,6 @@
 """The trainer's full-frame preview: a few frames of A's own footage with the current model's swap pasted in,
-so the user sees the real result while training runs (``previews/frames.png``)."""
+so the user sees the real result while training runs (``previews/frames.png``, marked as synthetic media as
+convert marks its output)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import numpy as np
 import torch
 
 from changeling.convert.blend import paste_back
-from changeling.detect.align import face_affine, transform_points, warp_face
+from changeling.detect.align import face_affine, rescale_affine, transform_points, warp_face
+from changeling.errors import UserError
 from changeling.faces.store import AlignmentStore
 from changeling.masks.masks import face_masks, feather
 from changeling.masks.raster import polygon_mask
+from changeling.models.detail import output_resolution
 from changeling.project import Project
+from changeling.provenance.metadata import write_synthetic_image
 from changeling.types import Frame
 from changeling.video import open_frames
-from changeling.video.images import write_image_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,13 @@ def _sample(project: Project, count: int) -> list[tuple[Frame, np.ndarray]]:
     for db in stores:
         with AlignmentStore.open_existing(db) as store:
             faces = [f for f in store.all_faces() if f.face == 0]
-            source = Path(store.source_path)
-        if not faces or not source.exists():
-            continue
+            if not faces:
+                continue
+            try:
+                source = store.source_file(project.root)  # confined: a tampered store names no other file
+            except UserError as exc:
+                log.info("full-frame preview: skipping %s (%s)", db.name, exc)
+                continue
         picks = {faces[int(i)].frame: faces[int(i)].landmarks
                  for i in np.linspace(0, len(faces) - 1, min(count, len(faces))).round()}
         out = []
@@ -62,6 +69,7 @@ def make_frame_preview(project: Project, face_type: str, count: int = FRAMES) ->
     @torch.inference_mode()
     def render(model: torch.nn.Module, step: int, previews_dir: Path) -> None:
         r = int(model.config.resolution)  # type: ignore[union-attr, arg-type]
+        size = output_resolution(model)  # larger behind a detail stage
         tiles = []
         for image, landmarks in samples:
             affine = face_affine(landmarks, face_type, r)  # type: ignore[arg-type]
@@ -69,9 +77,10 @@ def make_frame_preview(project: Project, face_type: str, count: int = FRAMES) ->
             x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
             out = model.swap(x, to="B")  # type: ignore[operator]
             face = out.face[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            hull = polygon_mask(r, [face_masks(transform_points(landmarks[:, :2], affine), r)["hull"]])
-            mask = np.minimum(out.mask[0, 0].clamp(0, 1).cpu().numpy(), feather(hull, max(1.0, r / 32)))
-            swapped = paste_back(image, face, mask, affine)
+            paste = rescale_affine(affine, r, size)
+            hull = polygon_mask(size, [face_masks(transform_points(landmarks[:, :2], paste), size)["hull"]])
+            mask = np.minimum(out.mask[0, 0].clamp(0, 1).cpu().numpy(), feather(hull, max(1.0, size / 32)))
+            swapped = paste_back(image, face, mask, paste)
             tiles.append(np.concatenate([image, swapped], axis=1))
         strip = np.concatenate(tiles, axis=0)
         scale = MAX_SIDE / max(strip.shape[:2])
@@ -80,6 +89,6 @@ def make_frame_preview(project: Project, face_type: str, count: int = FRAMES) ->
 
             strip = cv2.resize(strip, (round(strip.shape[1] * scale), round(strip.shape[0] * scale)),
                                interpolation=cv2.INTER_AREA)
-        write_image_atomic(previews_dir / "frames.png", np.ascontiguousarray(strip))
+        write_synthetic_image(previews_dir / "frames.png", np.ascontiguousarray(strip))
 
     return render

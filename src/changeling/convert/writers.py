@@ -2,9 +2,10 @@
 transforms. Every writer works under a temporary name (``.NAME.partial``) and renames only when complete, so an
 interrupted convert never leaves a partial result under the final name.
 
-Provenance: the frames arrive watermarked (the converter marks every frame it swapped a face into); the writers
-add the synthetic-media metadata (container tags; PNG/JPEG tags and XMP) and, through ``sign``, a C2PA manifest
-(each image, or the finished mp4/mov) where c2pa-python is installed.
+Provenance: the frames arrive watermarked (the converter marks every frame it swapped a face into); the patch
+writer marks each swapped face itself, through ``mark`` (:func:`marked_patch`); the writers add the synthetic-media metadata
+(container tags; PNG/JPEG tags and XMP) and, through ``sign``, a C2PA manifest (each image, or the finished
+mp4/mov) where c2pa-python is installed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from changeling.errors import UserError
+from changeling.fileio import publish
+from changeling.provenance.watermark import MIN_SIDE
 from changeling.types import Affine, Frame, Mask
 from changeling.video.reader import FrameSource
 from changeling.video.writer import VideoWriter, partial_path
@@ -174,7 +176,7 @@ class _FolderWriter:
     def close(self) -> Path:
         if self.path.is_dir():
             self.path.rmdir()  # empty (checked at the start)
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)  # every image flushed to the disk before the folder takes its name
         return self.path
 
     def abort(self) -> None:
@@ -230,16 +232,37 @@ class ImageSequenceWriter(_FolderWriter):
         return super().close()
 
 
+def marked_patch(patch: Patch, mark: Callable[[Frame], Frame]) -> tuple[Frame, Mask, Affine]:
+    """A patch's face (S, S, 3) marked by ``mark`` (the watermark), with its mask and frame -> patch affine.
+
+    A face under 128 px cannot hold the watermark: it is enlarged by the smallest whole factor ``k`` that makes
+    room (bicubic; the mask bilinear), and the affine is scaled to match: pixel centres ``x`` of the face become
+    ``k x + (k - 1) / 2``.
+    """
+    s = int(patch.face.shape[0])
+    k = -(-MIN_SIDE // s)  # ceil(MIN_SIDE / s)
+    face, mask, affine = patch.face, patch.mask, np.asarray(patch.affine, dtype=np.float64)
+    if k > 1:
+        size = (s * k, s * k)
+        face = np.asarray(cv2.resize(face, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+        mask = np.asarray(cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+        affine = affine * k
+        affine[:, 2] += (k - 1) / 2
+    return mark(np.ascontiguousarray(face)), mask, affine
+
+
 class PatchWriter(_FolderWriter):
     """Swapped faces for compositing elsewhere: per face ``NNNNNN_F.png`` (RGBA: the face, its blend mask as
-    alpha) and ``NNNNNN_F.json`` (frame index, time, the frame -> crop affine and its inverse, sizes), plus
-    ``patches.json`` describing the source and listing the frames that have faces."""
+    alpha) and ``NNNNNN_F.json`` (frame index, time, the frame -> patch affine and its inverse, sizes), plus
+    ``patches.json`` describing the source and listing the frames that have faces. With ``mark`` (the
+    watermark), each face is marked, at least 128 px wide (:func:`marked_patch`)."""
 
     def __init__(self, path: Path, source: FrameSource, *, metadata: Mapping[str, str] | None = None,
-                 sign: ImageSigner | None = None) -> None:
+                 sign: ImageSigner | None = None, mark: Callable[[Frame], Frame] | None = None) -> None:
         super().__init__(path, source)
         self._metadata = dict(metadata or {})
         self._sign = sign
+        self._mark = mark
         self._source = source
         self._frames: list[int] = []
         self._count = 0
@@ -248,16 +271,20 @@ class PatchWriter(_FolderWriter):
         files: dict[str, bytes] = {}
         for p in frame.patches:
             stem = f"{frame.index:06d}_{p.face_index}"
-            alpha = np.clip(p.mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            data = tagged_image(np.dstack([p.face, alpha]), "png", self._metadata)
+            if self._mark is not None:
+                face, mask, a = marked_patch(p, self._mark)
+            else:
+                face, mask, a = p.face, p.mask, np.asarray(p.affine, dtype=np.float64)
+            alpha = np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            data = tagged_image(np.dstack([face, alpha]), "png", self._metadata)
             if self._sign is not None:
                 data = self._sign(data, "image/png", f"{stem}.png") or data
             files[f"{stem}.png"] = data
-            a = np.asarray(p.affine, dtype=np.float64)
             inv = np.linalg.inv(a[:, :2])
             inverse = np.concatenate([inv, -(inv @ a[:, 2])[:, None]], axis=1)
             meta = {"frame_index": frame.index, "time": frame.time, "face_index": p.face_index,
-                    "size": int(p.face.shape[0]), "frame_width": self._source.width,
+                    "size": int(face.shape[0]), "model_size": int(p.face.shape[0]),
+                    "frame_width": self._source.width,
                     "frame_height": self._source.height, "affine_frame_to_patch": a.tolist(),
                     "affine_patch_to_frame": inverse.tolist()}
             files[f"{stem}.json"] = json.dumps(meta, indent=1).encode("utf-8")
@@ -287,10 +314,11 @@ class PatchWriter(_FolderWriter):
 def writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat = "png",
                    metadata: Mapping[str, str] | None = None,
                    encode_image: Callable[[np.ndarray, ImageFormat], bytes] | None = None,
-                   sign_image: ImageSigner | None = None, sign_file: FileSigner | None = None) -> WriterFactory:
+                   sign_image: ImageSigner | None = None, sign_file: FileSigner | None = None,
+                   mark_patch: Callable[[Frame], Frame] | None = None) -> WriterFactory:
     """A factory ``(output, source) -> FrameWriter`` for one kind of output, with its provenance parts:
-    container/image ``metadata``, an image encoder that embeds it, and C2PA signers (see
-    :func:`provenance_writer_factory` for the ones changeling uses)."""
+    container/image ``metadata``, an image encoder that embeds it, C2PA signers and the watermark for patches
+    (see :func:`provenance_writer_factory` for the ones changeling uses)."""
     meta = dict(metadata or {})
 
     def make(output: Path, source: FrameSource) -> FrameWriter:
@@ -300,7 +328,7 @@ def writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat
             return ImageSequenceWriter(output, source, fmt=image_format, metadata=meta, encode=encode_image,
                                        sign=sign_image)
         if kind == "patches":
-            return PatchWriter(output, source, metadata=meta, sign=sign_image)
+            return PatchWriter(output, source, metadata=meta, sign=sign_image, mark=mark_patch)
         raise ValueError(f"unknown writer {kind!r}")
 
     return make
@@ -309,8 +337,9 @@ def writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat
 def provenance_writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat = "png",
                               quality: int = 95) -> WriterFactory:
     """The writers as ``changeling convert`` uses them: synthetic-media tags and XMP from
-    :mod:`changeling.provenance`, and a C2PA manifest on every image and on finished mp4/mov files."""
-    from changeling.provenance import attach_c2pa, synthetic_metadata
+    :mod:`changeling.provenance`, a C2PA manifest on every image and on finished mp4/mov files, and the
+    watermark on every patch."""
+    from changeling.provenance import attach_c2pa, embed_watermark, synthetic_metadata
     from changeling.provenance.c2pa import sign_bytes
     from changeling.provenance.metadata import encode_image
 
@@ -320,4 +349,4 @@ def provenance_writer_factory(kind: WriterKind, *, crf: int = 18, image_format: 
         return encode_image(image, "PNG" if fmt == "png" else "JPEG", quality=quality, tags=tags)
 
     return writer_factory(kind, crf=crf, image_format=image_format, metadata=tags, encode_image=encode,
-                          sign_image=sign_bytes, sign_file=attach_c2pa)
+                          sign_image=sign_bytes, sign_file=attach_c2pa, mark_patch=embed_watermark)

@@ -6,7 +6,9 @@ For a writer of outputs:
 * every frame: ``frame = embed_watermark(frame)`` after the paste-back, before encoding;
 * videos: ``VideoWriter(..., metadata=synthetic_metadata())``, then ``attach_c2pa(path)`` once the file is
   complete (mp4/mov; Matroska has no C2PA binding and keeps the watermark and tags);
-* images: ``write_marked_image(path, frame)`` (PNG/JPEG with tags and the manifest, written atomically).
+* images: ``write_marked_image(path, frame)`` (PNG/JPEG with tags and the manifest, written atomically);
+* any other picture that shows a swapped face (previews, frame strips): ``write_synthetic_image(path, image)``,
+  which also adds the watermark.
 
 There is deliberately no setting that turns the marks off.
 """
@@ -14,7 +16,12 @@ There is deliberately no setting that turns the marks off.
 from changeling.provenance.c2pa import ManifestFinding
 from changeling.provenance.c2pa import available as c2pa_available
 from changeling.provenance.c2pa import sign_file as attach_c2pa
-from changeling.provenance.metadata import MetadataFinding, synthetic_metadata, write_marked_image
+from changeling.provenance.metadata import (
+    MetadataFinding,
+    synthetic_metadata,
+    write_marked_image,
+    write_synthetic_image,
+)
 from changeling.provenance.verify import VerifyReport, verify_file
 from changeling.provenance.watermark import detect_watermark, embed_watermark, read_watermark
 
@@ -30,4 +37,5 @@ __all__ = [
     "synthetic_metadata",
     "verify_file",
     "write_marked_image",
+    "write_synthetic_image",
 ]

@@ -2,9 +2,11 @@
 
 Three independent marks are checked: the invisible watermark in sampled frames, the synthetic-media metadata
 and a C2PA manifest. The watermark is decided two ways, and either suffices: a sampled frame reads the payload
-on its own (>= 50 of 61 bits), or the soft votes of all sampled frames, pooled, do. Lossy re-encoding blurs the
+on its own (>= 54 of 61 bits), or the soft votes of all sampled frames, pooled, do. Lossy re-encoding blurs the
 mark in some frames more than in others (H.264 predicts a moving picture from frames whose mark sat elsewhere);
-pooling lets the frames that kept it carry those that did not.
+pooling lets the frames that kept it carry those that did not. Frames are read as written first; when that
+finds nothing, at the geometries a crop, a change of scale or a mirror would have left
+(:mod:`changeling.provenance.search`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from PIL import Image
 
 from changeling.errors import UserError
 from changeling.provenance import c2pa as c2pa_marks
@@ -25,18 +28,16 @@ from changeling.provenance.metadata import (
     read_image_metadata,
     read_video_metadata,
 )
-from changeling.provenance.watermark import (
-    N_BITS,
-    PAYLOAD_BITS,
-    THRESHOLD,
-    WatermarkReading,
-    read_watermark,
-)
+from changeling.provenance.search import find_watermark
+from changeling.provenance.watermark import MIN_SIDE, N_BITS, THRESHOLD, has_room
 from changeling.types import Frame
 from changeling.video.images import is_image_path, read_image
 from changeling.video.probe import check_readable_file, open_container, probe
 
 log = logging.getLogger(__name__)
+
+# What PyAV raises on damaged input (FFmpeg's errors, I/O errors, and a frame it cannot convert)
+_READ_ERRORS = (av.error.FFmpegError, OSError, ValueError, MemoryError)
 
 Verdict = Literal["marked", "not marked"]
 SEEK_ABOVE_FRAMES = 1500  # longer videos are sampled by seeking instead of decoding every frame
@@ -55,6 +56,7 @@ class VerifyReport:
     frame_agreements: list[float]  # bit agreement of each sampled frame, in [0, 1]
     pooled_agreement: float  # bit agreement of all sampled frames' votes together
     watermark: bool  # a frame or the pool read the payload
+    watermark_geometry: str | None  # where found: "as written", "scaled 0.67x, mirrored, cropped"...; else None
     metadata: MetadataFinding
     manifest: c2pa_marks.ManifestFinding | None
     notes: list[str] = field(default_factory=list)
@@ -88,13 +90,14 @@ class VerifyReport:
         lines = [f"{self.path}: {self.verdict.upper()}"
                  + (f" (changeling output: {', '.join(self.evidence)})" if self.evidence
                     else " (no changeling marks found)")]
+        read = f"; read {self.watermark_geometry}" if self.watermark else ""
         if self.kind == "video":
             lines.append(f"  watermark: found in {self.frames_marked} of {self.frames_sampled} sampled frames; "
                          f"all sampled frames together: {self.pooled_agreement:.0%} of {N_BITS} bits "
-                         f"({'found' if self.watermark else 'not found'})")
+                         f"({'found' if self.watermark else 'not found'}{read})")
         else:
             lines.append(f"  watermark: {'found' if self.watermark else 'not found'} "
-                         f"({self.pooled_agreement:.0%} of {N_BITS} bits agree)")
+                         f"({self.pooled_agreement:.0%} of {N_BITS} bits agree{read})")
         md = self.metadata
         lines.append(f"  metadata: {'synthetic media, made with ' + (md.generator or '?') if md.present else 'none'}")
         m = self.manifest
@@ -111,14 +114,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _pool(readings: list[WatermarkReading]) -> float:
-    usable = [r for r in readings if r.blocks > 0]
-    if not usable:
-        return 0.0
-    votes = np.average([r.votes for r in usable], axis=0, weights=[r.blocks for r in usable])
-    return float(np.mean((votes > 0).astype(np.uint8) == PAYLOAD_BITS))
-
-
 def _sample_indices(total: int, n: int) -> list[int]:
     if total <= 0:
         return []
@@ -126,25 +121,35 @@ def _sample_indices(total: int, n: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, total - 1, n)})
 
 
+def _stopped(path: Path, frame: int, exc: BaseException) -> UserError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return UserError(f"reading stopped at frame {frame} ({reason}); the video is damaged or truncated", path)
+
+
 def _decode_sequential(path: Path, n: int) -> list[Frame]:
-    """Every frame decoded, ``n`` evenly spaced ones kept (exact for any codec and timing)."""
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        total = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+    """Every frame decoded, ``n`` evenly spaced ones kept (exact for any codec and timing). Raises
+    :class:`UserError` naming the frame where demuxing or decoding failed."""
+    total = 0
+    try:
+        with open_container(path) as container:
+            stream = container.streams.video[0]
+            for pkt in container.demux(stream):
+                total += pkt.size > 0
+    except _READ_ERRORS as exc:
+        raise _stopped(path, total, exc) from None
     wanted = set(_sample_indices(total, n))
     frames: list[Frame] = []
-    with open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        i = 0
-        try:
+    i = 0
+    try:
+        with open_container(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if i in wanted:
                     frames.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
                 i += 1
-        except av.error.FFmpegError as exc:
-            log.warning("%s: decoding stopped early (%s)", path, exc)
+    except _READ_ERRORS as exc:
+        raise _stopped(path, i, exc) from None
     return frames
 
 
@@ -162,7 +167,7 @@ def _decode_seeking(path: Path, n: int, duration: float) -> list[Frame]:
                     if frame.pts is None or float(frame.pts * tb) >= t - 1e-3:
                         frames.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
                         break
-            except av.error.FFmpegError as exc:
+            except _READ_ERRORS as exc:  # the whole video is decoded instead (and its damage named there)
                 log.warning("%s: could not read a frame near %.1f s (%s)", path, t, exc)
     return frames
 
@@ -182,19 +187,36 @@ def sample_video_frames(path: Path, n: int = 16) -> list[Frame]:
     return frames
 
 
+def _read_picture(path: Path) -> Frame:
+    """An image's colour channels: as stored where it has an alpha channel (the watermark is in the colours of
+    every pixel, transparent or not, as a patch writer saves them), else as :func:`read_image` reads it."""
+    image = read_image(path)  # checks the file, and composites alpha on black
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                return np.ascontiguousarray(np.asarray(img.convert("RGBA"))[..., :3])
+    except (OSError, ValueError):
+        pass
+    return image
+
+
 def _report(path: Path, kind: Literal["image", "video"], frames: list[Frame], metadata: MetadataFinding,
             key_folder: Path | None) -> VerifyReport:
-    readings = [read_watermark(f) for f in frames]
-    notes = []
     h, w = frames[0].shape[:2]
-    if all(r.blocks == 0 for r in readings):
-        notes.append(f"frames of {w}x{h} are too small to carry the watermark (64x64 at least)")
-    agreements = [r.agreement for r in readings]
-    marked = sum(r.found for r in readings)
-    pooled = _pool(readings)
-    return VerifyReport(path=path, kind=kind, width=w, height=h, frames_sampled=len(frames), frames_marked=marked,
-                        frame_agreements=[round(a, 4) for a in agreements], pooled_agreement=round(pooled, 4),
-                        watermark=marked > 0 or pooled >= THRESHOLD, metadata=metadata,
+    same_size = [f for f in frames if f.shape == frames[0].shape]  # a video that changes size: its first size
+    result = find_watermark(same_size)
+    agreements = [f.reading.agreement for f in result.frames]
+    marked = sum(f.reading.found for f in result.frames)
+    watermark = marked > 0 or result.pooled.reading.found
+    notes = []
+    if not watermark and not has_room(h, w):
+        notes.append(f"frames of {w}x{h} are too small to carry the watermark ({MIN_SIDE}x{MIN_SIDE} at least)")
+    best = result.pooled if result.pooled.reading.found or not result.frames else \
+        max(result.frames, key=lambda f: f.reading.agreement)
+    return VerifyReport(path=path, kind=kind, width=w, height=h, frames_sampled=len(same_size),
+                        frames_marked=marked, frame_agreements=[round(a, 4) for a in agreements],
+                        pooled_agreement=round(result.pooled.reading.agreement, 4), watermark=watermark,
+                        watermark_geometry=best.geometry.describe() if watermark else None, metadata=metadata,
                         manifest=c2pa_marks.read_manifest(path, key_folder), notes=notes)
 
 
@@ -207,11 +229,15 @@ def verify_file(path: Path | str, frames: int = 16, *, key_folder: Path | None =
     if frames < 1:
         raise UserError(f"--frames must be at least 1, got {frames}")
     if is_image_path(path):
-        image = read_image(path)
+        image = _read_picture(path)
         try:
             metadata = read_image_metadata(path)
         except OSError:
             metadata = MetadataFinding(present=False, generator=None)
         return _report(path, "image", [image], metadata, key_folder)
     sampled = sample_video_frames(path, frames)
-    return _report(path, "video", sampled, read_video_metadata(path), key_folder)
+    try:
+        metadata = read_video_metadata(path)
+    except _READ_ERRORS:
+        metadata = MetadataFinding(present=False, generator=None)
+    return _report(path, "video", sampled, metadata, key_folder)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from changeling.video.images import write_image_atomic
+from changeling.provenance.metadata import write_synthetic_image
 
 COLUMNS = ("A", "A>A", "A>B", "B", "B>B", "B>A")  # input, reconstruction, swap; per side
 HEADER = 16  # pixels of the label strip above the tiles
@@ -75,10 +75,13 @@ def tile_at(grid: np.ndarray, row: int, col: int, r: int) -> np.ndarray:
 
 def write_preview(model: torch.nn.Module, faces_a: torch.Tensor, faces_b: torch.Tensor, previews_dir: Path,
                   step: int, shown_a: torch.Tensor | None = None, shown_b: torch.Tensor | None = None) -> Path:
-    """Write ``preview.png`` and ``timelapse/step-NNNNNNNN.png`` (the same grid); returns the former."""
+    """Write ``preview.png`` and ``timelapse/step-NNNNNNNN.png`` (the same grid); returns the former.
+
+    The grid shows swapped faces, so each file is marked as convert marks its output; the watermark covers the
+    whole grid, the picture a user downloads (one tile can be too small to hold it)."""
     previews_dir = Path(previews_dir)
     (previews_dir / TIMELAPSE).mkdir(parents=True, exist_ok=True)
     grid = grid_image(preview_tiles(model, faces_a, faces_b, shown_a, shown_b))
-    write_image_atomic(previews_dir / TIMELAPSE / f"step-{step:08d}.png", grid)
-    write_image_atomic(previews_dir / PREVIEW, grid)
+    write_synthetic_image(previews_dir / TIMELAPSE / f"step-{step:08d}.png", grid)
+    write_synthetic_image(previews_dir / PREVIEW, grid)
     return previews_dir / PREVIEW
