@@ -83,6 +83,8 @@ class Swapper(Protocol):
 
 
 FaceFilter = Callable[[Frame, list[DetectedFace]], list[DetectedFace]]
+# the occlusion segmenter: (N, R, R, 3) uint8 crops -> (N, R, R) float32 visible-face probabilities
+Occlusion = Callable[[NDArray[np.uint8]], NDArray[np.float32]]
 Marker = Callable[[Frame], Frame]
 Aligner = Callable[[np.ndarray, FaceType, int], Affine]
 
@@ -125,6 +127,7 @@ class FaceJob:
     crop: NDArray[np.uint8]  # (R, R, 3) the original face crop
     swapped: NDArray[np.float32] | None = None  # (R, R, 3) in [0, 1]
     predicted_mask: NDArray[np.float32] | None = None  # (R, R)
+    occlusion_mask: NDArray[np.float32] | None = None  # (R, R) visible face, when an occlusion segmenter runs
 
 
 @dataclass
@@ -171,7 +174,8 @@ class Converter:
     ``sharpen``: unsharp-mask amount; ``face_scale``: size of the pasted face relative to the original;
     ``marker``: the provenance watermark applied to every frame written (frames without a face are otherwise
     passed through untouched);
-    ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread).
+    ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread);
+    ``occlusion``: the occlusion segmenter, run on the crops beside the model when the mask kind uses it.
     """
 
     faces: FaceSource
@@ -188,6 +192,7 @@ class Converter:
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     progress: bool = True
     label: str = ""  # what the run uses, logged once the inputs are checked
+    occlusion: Occlusion | None = None
     align: Aligner = face_affine
     timer: _Timer = field(default_factory=_Timer, repr=False)
 
@@ -236,7 +241,14 @@ class Converter:
             faces, masks = self.swapper(np.stack([j.crop for j in part]))
             for j, f, m in zip(part, faces, masks, strict=True):
                 j.swapped, j.predicted_mask = f, m
-        self.timer.add("model", time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        self.timer.add("model", t3 - t2)
+        if self.occlusion is not None and self.masks.uses_occlusion and jobs:
+            for start in range(0, len(jobs), self.batch_size):
+                part = jobs[start:start + self.batch_size]
+                for j, m in zip(part, self.occlusion(np.stack([j.crop for j in part])), strict=True):
+                    j.occlusion_mask = m
+            self.timer.add("occlusion", time.perf_counter() - t3)
 
     def render(self, plan: FramePlan, color: ColorMatcher | None = None) -> RenderedFrame:
         """Colour-match, mask, sharpen and paste every face of a planned frame; watermark it if it changed."""
@@ -255,7 +267,7 @@ class Converter:
             assert job.swapped is not None
             t = time.perf_counter()
             points = transform_points(job.landmarks, job.affine)
-            mask = self.masks(job.predicted_mask, points, r)
+            mask = self.masks(job.predicted_mask, points, r, job.occlusion_mask)
             paste_affine = scale_about_centre(job.affine, self.face_scale, r)
             target = job.crop if self.face_scale == 1.0 else warp_face(tf.image, paste_affine, r, border="replicate")
             t1 = time.perf_counter()
@@ -288,6 +300,8 @@ class Converter:
     def _run(self, source: Path | str, output: Path | str) -> ConvertReport:
         source, output = Path(source), Path(output)
         check_not_input(output, source)
+        if self.masks.kind == "occlusion" and self.occlusion is None:
+            raise UserError("mask 'occlusion' needs an occlusion segmenter; train one with `changeling masks train`")
         frames = open_frames(source)
         self.faces.open(frames)
         if self.label:
