@@ -49,6 +49,10 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("convert-1080p", "changeling.bench.cases:convert_1080p", "convert end to end at 1080p, frames/s"),
     Case("time-to-recognisable", "changeling.bench.cases:time_to_recognisable",
          "seconds of training until the paired benchmark's swap is recognisable"),
+    Case("occlusion", "changeling.bench.cases:occlusion",
+         "occlusion segmenter: IoU on held-out occluders, occluder pixels kept by convert, training time"),
+    Case("convert-720p-occlusion", "changeling.bench.cases:convert_720p_occlusion",
+         "convert end to end at 720p with the occlusion mask on, frames/s"),
 )}
 
 CPU_DEFAULT = ("train-tiny", "extract-720p", "convert-720p")

@@ -156,12 +156,12 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
     faces_type, faces_size = _faces_type(project)
     check_model(preset=info.preset, resolution=info.resolution, face_type=info.face_type, model_dir=mdir,
                 expected_preset=project.settings().train.preset, faces_face_type=faces_type, faces_size=faces_size)
+    occlusion = _occlusion(project, settings, device)
     own_side, to = ("A", "B") if settings.direction == "a2b" else ("B", "A")
     faces, faces_from = _face_source(project, source, own_side, alignments, track, settings.device)
     swapper = ModelSwapper(model, resolution=info.resolution, face_type=info.face_type, to=to,  # type: ignore[arg-type]
                            device=device)
     workers = settings.workers or min(8, os.cpu_count() or 1)
-    occlusion = _occlusion(project, settings, device)
     conv = Converter(faces=faces, swapper=swapper, color=color_matcher(settings.color),
                      masks=MaskBuilder(settings.mask, settings.erode, settings.blur),
                      writer_factory=provenance_writer_factory(writer, crf=settings.crf,

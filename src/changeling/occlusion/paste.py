@@ -46,7 +46,7 @@ def _shape_sprite(rng: np.random.Generator) -> Sprite:
         alpha = (m / np.float32(255)).astype(np.float32)
     else:
         alpha = blob_alpha(rng, w, h, roughness=float(rng.uniform(0.1, 0.6)))
-    fill = int(rng.integers(4))
+    fill, source = int(rng.integers(4)), ""
     if fill == 0:
         img = np.broadcast_to(rng.uniform(0, 255, 3), (h, w, 3)).astype(np.float32)
     elif fill == 1:
@@ -57,8 +57,10 @@ def _shape_sprite(rng: np.random.Generator) -> Sprite:
         noise = cv2.GaussianBlur(rng.standard_normal((h, w, 3)).astype(np.float32), (0, 0), rng.uniform(0.5, 4))
         img = rng.uniform(40, 215, 3) + noise * rng.uniform(20, 80)
     else:
-        img = textured(TRAINING_TEXTURES[int(rng.integers(len(TRAINING_TEXTURES)))], rng, (w, h)).astype(np.float32)
-    return Sprite("shape", np.clip(img, 0, 255).astype(np.uint8), alpha.astype(np.float32), (w / 2, h / 2))
+        source = TRAINING_TEXTURES[int(rng.integers(len(TRAINING_TEXTURES)))]
+        img = textured(source, rng, (w, h)).astype(np.float32)
+    return Sprite("shape", np.clip(img, 0, 255).astype(np.uint8), alpha.astype(np.float32), (w / 2, h / 2),
+                  source=source)
 
 
 def make_bank(seed: int, size: int = BANK_SIZE) -> list[Sprite]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from changeling.occlusion.net import OcclusionNet
+from changeling.occlusion.net import OcclusionNet, SegmenterConfig
 from changeling.occlusion.store import LoadedSegmenter, SegmenterInfo, read_segmenter
 
 
@@ -31,6 +31,13 @@ class Segmenter:
     @classmethod
     def load(cls, path: Path, device: torch.device | str = "cpu") -> Segmenter:
         return cls(read_segmenter(path), device)
+
+    @classmethod
+    def untrained(cls, config: SegmenterConfig, device: torch.device | str = "cpu", seed: int = 0) -> Segmenter:
+        """A randomly initialised segmenter: for speed measurements (its speed does not depend on its weights)."""
+        torch.manual_seed(seed)
+        info = SegmenterInfo(config=config, face_type="whole", face_size=256, sources=[], step=0, target_step=0)
+        return cls(LoadedSegmenter(info, OcclusionNet(config).state_dict(), {}, Path("untrained")), device)
 
     @property
     def resolution(self) -> int:

@@ -195,7 +195,9 @@ def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = 
     path = segmenter_path(project.root)
     config = SegmenterConfig(resolution=settings.resolution, width=settings.width)
     faces = load_training_faces(project, config.resolution, settings.max_faces, progress=progress)
-    net = OcclusionNet(config)
+    with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's RNG alone
+        torch.manual_seed(settings.seed)
+        net = OcclusionNet(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     step, start, target, seconds_before = 0, 0, settings.max_steps, 0.0
     if path.exists() and not fresh:

@@ -55,6 +55,7 @@ class Sprite:
     image: Frame = field(repr=False)
     alpha: Mask = field(repr=False)
     centre: tuple[float, float]
+    source: str = ""  # the bundled texture it shows, if any
 
 
 def is_held_out(seed: int) -> bool:
@@ -201,7 +202,7 @@ def texture_sprite(seed: int) -> Sprite:
     name = names[int(rng.integers(len(names)))]
     w, h = int(rng.uniform(130, 190)), int(rng.uniform(130, 190))
     alpha = blob_alpha(rng, w, h)
-    return Sprite("texture", textured(name, rng, (w, h)), alpha, (w / 2, h / 2))
+    return Sprite("texture", textured(name, rng, (w, h)), alpha, (w / 2, h / 2), source=name)
 
 
 def glasses_sprite(seed: int) -> Sprite:
