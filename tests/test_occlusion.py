@@ -121,7 +121,7 @@ def test_pasted_targets_are_the_outline_minus_what_was_pasted() -> None:
     images = np.full((6, 32, 32, 3), 120, np.uint8)
     outlines = np.zeros((6, 32, 32), np.float32)
     outlines[:, 6:26, 8:24] = 1
-    out, targets = paste_occluders(images, outlines, rng, make_bank(1, size=8))
+    out, targets, _ = paste_occluders(images, outlines, rng, make_bank(1, size=8))
     assert out.shape == images.shape and targets.shape == outlines.shape
     assert np.all(targets <= outlines[:, :, ::-1] + 1e-6) or np.all(targets <= outlines + 1e-6)
     assert targets.sum() < outlines.sum()  # something covered some face

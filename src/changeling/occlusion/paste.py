@@ -124,17 +124,20 @@ def _skin_blob(rng: np.random.Generator, image: NDArray[np.uint8], outline: NDAr
 
 
 def paste_occluders(images: NDArray[np.uint8], outlines: NDArray[np.float32], rng: np.random.Generator,
-                    bank: list[Sprite], settings: PasteSettings | None = None
-                    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+                    bank: list[Sprite], settings: PasteSettings | None = None,
+                    regions: NDArray[np.float32] | None = None,
+                    ) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
     """Paste random occluders on a batch of faces.
 
     images: (B, S, S, 3) uint8 aligned faces; outlines: (B, S, S) float32 [0, 1] the visible-face target before
-    pasting (the face outline, or a hand correction). Returns the pasted images (B, S, S, 3) uint8 and targets
-    (B, S, S) float32 = outline * (1 - pasted coverage), both flipped together at random."""
+    pasting (the face outline, or a hand correction); regions: (B, S, S) where the loss counts (default: all).
+    Returns the pasted images (B, S, S, 3) uint8, targets (B, S, S) float32 = outline * (1 - pasted coverage)
+    and the regions, all flipped together at random."""
     st = settings or PasteSettings()
     n, size = images.shape[0], images.shape[1]
     out = images.copy()
     targets = outlines.astype(np.float32).copy()
+    where = np.ones_like(targets) if regions is None else regions.astype(np.float32).copy()
     for i in range(n):
         count = 0 if rng.random() < st.none else (2 if rng.random() < st.two else 1)
         ys, xs = np.nonzero(outlines[i] > 0.5)
@@ -167,4 +170,5 @@ def paste_occluders(images: NDArray[np.uint8], outlines: NDArray[np.float32], rn
         if rng.random() < 0.5:
             out[i] = out[i][:, ::-1]
             targets[i] = targets[i][:, ::-1]
-    return out, targets
+            where[i] = where[i][:, ::-1]
+    return out, targets, where

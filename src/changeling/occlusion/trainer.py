@@ -3,7 +3,7 @@
 Each step draws a batch of faces (a share of them hand-corrected, when there are corrections), pastes random
 occluders on them (:mod:`changeling.occlusion.paste`) and fits the network to "outline minus what was pasted"
 (a corrected face's target is its correction minus what was pasted) with binary cross-entropy plus a soft Dice
-term. A step's randomness depends only on (seed, step), so a resumed run draws what the uninterrupted one
+term, counted inside the face outline grown a little (everywhere for a corrected face; see :func:`loss_regions`). A step's randomness depends only on (seed, step), so a resumed run draws what the uninterrupted one
 would have. The file is saved every ``save_every`` steps, at the end, when ``max_time`` is up and on Ctrl+C.
 
 A first run trains to ``max_steps``; a later run on a finished segmenter fine-tunes it for ``finetune_steps``
@@ -55,6 +55,7 @@ class TrainingFaces:
 
     images: np.ndarray  # (N, S, S, 3) uint8
     targets: np.ndarray  # (N, S, S) float32: the outline, or the hand correction
+    regions: np.ndarray  # (N, S, S) float32: where the loss counts (the outline grown; everywhere if corrected)
     corrected: np.ndarray  # (K,) int64 indices of hand-corrected faces
     face_type: str
     face_size: int
@@ -129,8 +130,21 @@ def load_training_faces(project: Project, size: int, max_faces: int = 4000, *, p
             sources.add(source_id(meta))
     if len(images) < 2 or first is None:
         raise UserError(f"needs at least 2 readable faces, found {len(images)}", project.root / "faces")
-    return TrainingFaces(np.stack(images), np.stack(targets), np.asarray(corrected, np.int64), first[1].face_type,
-                         first[1].size, sorted(sources)[:MAX_SOURCES])
+    stacked = np.stack(targets)
+    return TrainingFaces(np.stack(images), stacked, loss_regions(stacked, corrected), np.asarray(corrected, np.int64),
+                         first[1].face_type, first[1].size, sorted(sources)[:MAX_SOURCES])
+
+
+def loss_regions(targets: np.ndarray, corrected: list[int], grow: float = 0.06) -> np.ndarray:
+    """(N, S, S) float32 where each face's loss counts: its outline grown by ``grow`` of the crop. Every user of
+    the mask cuts it to the face outline, which the landmarks give, so the network need not learn the outline's
+    shape again and spends itself on what covers the face. A hand-corrected face counts everywhere."""
+    size = targets.shape[-1]
+    r = max(1, int(round(grow * size)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    out = np.stack([np.asarray(cv2.dilate((t > 0.5).astype(np.uint8), kernel), np.float32) for t in targets])
+    out[corrected] = 1.0
+    return out
 
 
 def optimizer_tensors(optimizer: torch.optim.Adam, net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -162,12 +176,15 @@ def learning_rate(step: int, start: int, target: int, lr: float) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def segmenter_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus soft Dice of the visible face; (B, 1, S, S) logits and targets in [0, 1]."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
-    inter = (p * target).sum(dim=(1, 2, 3))
-    dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+def segmenter_loss(logits: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice of the visible face inside ``where``; (B, 1, S, S) logits, targets
+    and regions in [0, 1] (no region: everywhere)."""
+    w = torch.ones_like(target) if where is None else where
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+    p = torch.sigmoid(logits) * w
+    t = target * w
+    inter = (p * t).sum(dim=(1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + t.sum(dim=(1, 2, 3)) + 1)
     return bce + dice.mean()
 
 
@@ -246,13 +263,15 @@ def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = 
             rng = np.random.default_rng([settings.seed, step])
             g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
             idx = _batch(faces, rng, settings.batch_size, settings.correction_share)
-            images, targets = paste_occluders(faces.images[idx], faces.targets[idx], rng, bank)
+            images, targets, where = paste_occluders(faces.images[idx], faces.targets[idx], rng, bank,
+                                                     regions=faces.regions[idx])
             x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
             x = _jitter(x, g).to(device).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(targets)[:, None].to(device)
+            w = torch.from_numpy(where)[:, None].to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, start, target, settings.lr)
-            loss = segmenter_loss(net(x), y)
+            loss = segmenter_loss(net(x), y, w)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
