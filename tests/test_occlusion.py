@@ -398,3 +398,18 @@ def test_cli_convert_mask_occlusion_without_a_segmenter_is_one_line(project: Pro
     rc, _, err = _main(capsys, "convert", "-q", "--project", str(project.root), str(tmp_path / "in.png"), "--mask",
                        "occlusion", "--device", "cpu")
     assert rc == 2 and "changeling masks train" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- the benchmark
+
+
+def test_benchmark_scores_tell_a_perfect_mask_from_a_blind_one() -> None:
+    from changeling.occlusion.bench import kept_share, occluded_sequence, segmenter_iou
+
+    seq = occluded_sequence(seconds=2.0, fps=4.0, size=128)
+    assert any(c.max() > 0 for c in seq.covered) and any(c.max() == 0 for c in seq.covered)
+    blind = segmenter_iou(lambda crops: np.ones(crops.shape[:3], np.float32), seq, resolution=64)
+    assert blind["iou_clear"] == 1.0 and blind["iou"] < 0.97 and blind["iou_covered_part"] == 0.0
+    assert kept_share(seq.a, seq, marked=False) == {"kept": 1.0, "kept_all": 1.0}
+    pasted = [np.where(c[..., None] > 0, 255 - a, a).astype(np.uint8) for a, c in zip(seq.a, seq.covered, strict=True)]
+    assert kept_share(pasted, seq, marked=False)["kept"] < 0.5
