@@ -2,8 +2,8 @@
 
 What is pasted: sprites of the synthetic occluders' training kinds and seeds (hands, bars, texture patches),
 random shapes (polygons, ellipses, thick strokes) filled with flat colour, gradients, noise or a training
-texture, blobs of another face's skin colour, and patches of the same footage's background (cut from outside
-the face outline of another face of the batch). The target is the face outline minus what was pasted.
+texture, and patches of the same footage's background (cut from well outside the face outline of another face
+of the batch). Nothing skin-like but the hands: plain skin pasted on skin would teach that clear skin is covered. The target is the face outline minus what was pasted.
 Nothing here draws a held-out seed, kind or texture (see :mod:`changeling.synth.occluders`).
 """
 
@@ -81,7 +81,6 @@ class PasteSettings:
     none: float = 0.2  # share of examples left without an occluder
     two: float = 0.3  # share (of those with one) that get a second
     background: float = 0.2  # share of occluders that are background patches
-    skin: float = 0.15  # share that are blobs of another face's skin colour
     lowres: float = 0.5  # share of examples shrunk and blown up again (convert's small crops)
 
 
@@ -99,28 +98,18 @@ def _placement(rng: np.random.Generator, sprite_wh: tuple[int, int], size: int, 
 
 def _background_patch(rng: np.random.Generator, image: NDArray[np.uint8], outline: NDArray[np.float32]
                       ) -> Sprite | None:
-    """A blob-shaped patch of ``image`` from where its face outline is not (None if no such place)."""
+    """A blob-shaped patch of ``image`` from well away from its face outline (None if there is no such place):
+    not the neck or the ears either, whose skin pasted on the face would teach that skin is an occluder."""
     size = image.shape[0]
-    for _ in range(6):
-        w, h = int(rng.uniform(0.2, 0.45) * size), int(rng.uniform(0.2, 0.45) * size)
+    r = max(1, int(0.15 * size))
+    away = cv2.dilate((outline > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    for _ in range(8):
+        w, h = int(rng.uniform(0.15, 0.35) * size), int(rng.uniform(0.15, 0.35) * size)
         x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
-        if outline[y:y + h, x:x + w].mean() < 0.05:
+        if away[y:y + h, x:x + w].mean() < 0.02:
             alpha = blob_alpha(rng, w, h)
             return Sprite("background", np.ascontiguousarray(image[y:y + h, x:x + w]), alpha, (w / 2, h / 2))
     return None
-
-
-def _skin_blob(rng: np.random.Generator, image: NDArray[np.uint8], outline: NDArray[np.float32]) -> Sprite:
-    """A blob in the mean colour of a face's skin, shaded: the hardest occluder (a hand, another face)."""
-    inside = outline > 0.5
-    colour = image[inside].mean(0) if inside.any() else rng.uniform(60, 230, 3)
-    size = image.shape[0]
-    w, h = int(rng.uniform(0.3, 0.7) * size), int(rng.uniform(0.2, 0.5) * size)
-    ang = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    shade = 1 + 0.25 * ((xs - w / 2) * np.cos(ang) + (ys - h / 2) * np.sin(ang)) / max(w, h)
-    img = colour[None, None, :] * rng.uniform(0.85, 1.15, 3) * shade[..., None]
-    return Sprite("skin", np.clip(img, 0, 255).astype(np.uint8), blob_alpha(rng, w, h), (w / 2, h / 2))
 
 
 def paste_occluders(images: NDArray[np.uint8], outlines: NDArray[np.float32], rng: np.random.Generator,
@@ -147,8 +136,6 @@ def paste_occluders(images: NDArray[np.uint8], outlines: NDArray[np.float32], rn
             sprite: Sprite | None
             if r < st.background:
                 sprite = _background_patch(rng, images[j], outlines[j])
-            elif r < st.background + st.skin:
-                sprite = _skin_blob(rng, images[j], outlines[j])
             else:
                 sprite = bank[int(rng.integers(len(bank)))]
             if sprite is None:

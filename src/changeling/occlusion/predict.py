@@ -25,7 +25,7 @@ class Segmenter:
         self.batch = batch
         net = OcclusionNet(loaded.info.config)
         net.load_state_dict(loaded.weights)
-        self.net = net.to(self.device).eval()
+        self.net = net.to(self.device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         self._lock = threading.Lock()  # one caller at a time: torch modules are not re-entrant across threads
 
     @classmethod
@@ -59,7 +59,7 @@ class Segmenter:
                 t = t.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, R, R)
                 if r != s:
                     t = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=r > s)
-                p = torch.sigmoid(self.net(t))  # (B, 1, S, S)
+                p = torch.sigmoid(self.net(t.contiguous(memory_format=torch.channels_last)))  # (B, 1, S, S)
                 if r != s:
                     p = F.interpolate(p, size=(r, r), mode="bilinear", align_corners=False, antialias=s > r)
                 outs.append(p[:, 0].float().cpu().numpy())

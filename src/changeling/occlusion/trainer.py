@@ -167,12 +167,14 @@ def load_optimizer_tensors(optimizer: torch.optim.Adam, net: torch.nn.Module, te
             optimizer.state[p] = state
 
 
-def learning_rate(step: int, start: int, target: int, lr: float) -> float:
-    """Warm up over ``WARMUP_STEPS`` from ``start``, then a cosine down to 5% at ``target``."""
+def learning_rate(step: int, start: int, target: int, lr: float, time_done: float = 0.0) -> float:
+    """Warm up over ``WARMUP_STEPS`` from ``start``, then a cosine down to 5% at ``target`` or when the run's
+    time is up, whichever comes first (``time_done``: the share of ``max_time`` spent), so a run cut short by
+    the clock still ends annealed."""
     k = step - start
     if k < WARMUP_STEPS:
         return lr * (k + 1) / WARMUP_STEPS
-    t = min(1.0, (k - WARMUP_STEPS) / max(1, target - start - WARMUP_STEPS))
+    t = min(1.0, max((k - WARMUP_STEPS) / max(1, target - start - WARMUP_STEPS), time_done))
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -257,7 +259,8 @@ def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = 
     pbar = bar(total=max(target - step, 0), desc="segmenter", unit="step", enabled=progress)
     try:
         while step < target:
-            if settings.max_time and time.perf_counter() - t0 >= settings.max_time:
+            time_done = (time.perf_counter() - t0) / settings.max_time if settings.max_time else 0.0
+            if time_done >= 1.0:
                 stopped = "time"
                 break
             rng = np.random.default_rng([settings.seed, step])
@@ -270,7 +273,7 @@ def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = 
             y = torch.from_numpy(targets)[:, None].to(device)
             w = torch.from_numpy(where)[:, None].to(device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, start, target, settings.lr)
+                group["lr"] = learning_rate(step, start, target, settings.lr, time_done)
             loss = segmenter_loss(net(x), y, w)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
