@@ -27,7 +27,7 @@ from changeling.occlusion.corrections import (
     save_correction,
 )
 from changeling.occlusion.net import OcclusionNet, SegmenterConfig
-from changeling.occlusion.paste import PasteSettings, make_bank, paste_occluders
+from changeling.occlusion.paste import make_bank, paste_occluders
 from changeling.occlusion.predict import Segmenter
 from changeling.occlusion.project import face_mask, load_project_segmenter
 from changeling.occlusion.store import (
@@ -121,7 +121,7 @@ def test_pasted_targets_are_the_outline_minus_what_was_pasted() -> None:
     images = np.full((6, 32, 32, 3), 120, np.uint8)
     outlines = np.zeros((6, 32, 32), np.float32)
     outlines[:, 6:26, 8:24] = 1
-    out, targets, _ = paste_occluders(images, outlines, rng, make_bank(1, size=8), PasteSettings(jitter=0.0))
+    out, targets, _ = paste_occluders(images, outlines, rng, make_bank(1, size=8))
     assert out.shape == images.shape and targets.shape == outlines.shape
     assert np.all(targets <= outlines[:, :, ::-1] + 1e-6) or np.all(targets <= outlines + 1e-6)
     assert targets.sum() < outlines.sum()  # something covered some face

@@ -20,7 +20,7 @@ class MasksSettings:
     max_time: float = settings_field(240.0, min=0.0, duration=True,
                                      help="stop this run after this long, saving first: 90s, 4m (0: no limit)")
     batch_size: int = settings_field(16, min=1, max=1024, help="faces per step")
-    lr: float = settings_field(4e-3, min=0.0, max=1.0, help="Adam learning rate")
+    lr: float = settings_field(2e-3, min=0.0, max=1.0, help="Adam learning rate")
     correction_share: float = settings_field(0.25, min=0.0, max=1.0,
                                              help="share of each batch drawn from hand-corrected faces, when any")
     max_faces: int = settings_field(4000, min=2, help="faces loaded per side at most (an even spread)")

@@ -82,18 +82,6 @@ class PasteSettings:
     two: float = 0.3  # share (of those with one) that get a second
     background: float = 0.2  # share of occluders that are background patches
     lowres: float = 0.5  # share of examples shrunk and blown up again (convert's small crops)
-    jitter: float = 0.05  # the face's own random turn (x 90 degrees), scale and shift (fractions of the crop)
-
-
-def _jitter_affine(rng: np.random.Generator, size: int, amount: float) -> NDArray[np.float64]:
-    """(2, 3) a small random similarity about the crop's centre."""
-    ang = rng.uniform(-1, 1) * amount * np.pi / 2
-    k = 1 + rng.uniform(-1, 1) * amount
-    c, s = np.cos(ang) * k, np.sin(ang) * k
-    lin = np.array([[c, -s], [s, c]])
-    centre = np.array([size / 2, size / 2])
-    shift = rng.uniform(-1, 1, 2) * amount * size
-    return np.concatenate([lin, (centre + shift - lin @ centre)[:, None]], axis=1)
 
 
 def _placement(rng: np.random.Generator, sprite_wh: tuple[int, int], size: int, target: tuple[float, float]
@@ -139,11 +127,6 @@ def paste_occluders(images: NDArray[np.uint8], outlines: NDArray[np.float32], rn
     out = images.copy()
     targets = outlines.astype(np.float32).copy()
     where = np.ones_like(targets) if regions is None else regions.astype(np.float32).copy()
-    for i in range(n):  # the face itself moves a little (landmark jitter, other poses)
-        m = _jitter_affine(rng, size, st.jitter)
-        out[i] = cv2.warpAffine(out[i], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        targets[i] = cv2.warpAffine(targets[i], m, (size, size), flags=cv2.INTER_LINEAR)
-        where[i] = cv2.warpAffine(where[i], m, (size, size), flags=cv2.INTER_LINEAR)
     for i in range(n):
         count = 0 if rng.random() < st.none else (2 if rng.random() < st.two else 1)
         ys, xs = np.nonzero(outlines[i] > 0.5)
