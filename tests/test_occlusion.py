@@ -413,3 +413,28 @@ def test_benchmark_scores_tell_a_perfect_mask_from_a_blind_one() -> None:
     assert kept_share(seq.a, seq, marked=False) == {"kept": 1.0, "kept_all": 1.0}
     pasted = [np.where(c[..., None] > 0, 255 - a, a).astype(np.uint8) for a, c in zip(seq.a, seq.covered, strict=True)]
     assert kept_share(pasted, seq, marked=False)["kept"] < 0.5
+
+
+def test_preview_adds_the_occlusion_overlay(tmp_path: Path) -> None:
+    from changeling.convert.previews import write_previews
+
+    frame = np.random.default_rng(1).integers(30, 220, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(frame).save(tmp_path / "in.png")
+
+    def left_covered(crops: np.ndarray) -> np.ndarray:
+        out = np.ones(crops.shape[:3], np.float32)
+        out[:, :, :16] = 0.0
+        return out
+
+    def previews(occlusion: object) -> list[Path]:
+        c = Converter(faces=_Faces(), swapper=_Swap(), color=color.none, masks=MaskBuilder("combined", 0, 4),  # type: ignore[arg-type]
+                      writer_factory=writer_factory("images", crf=18), marker=None, workers=0, progress=False,
+                      occlusion=occlusion)  # type: ignore[arg-type]
+        return write_previews(c, tmp_path / "in.png", 0, tmp_path / ("occ" if occlusion else "plain"), modes=["none"])
+
+    assert [p.name for p in previews(None)] == ["in_f000000_none.png"]
+    paths = previews(left_covered)
+    assert [p.name for p in paths] == ["in_f000000_none.png", "in_f000000_occlusion.png"]
+    panel = np.asarray(Image.open(paths[1]).convert("RGB"))[:, 64:128].astype(int)  # the overlay panel
+    red = (panel[..., 0] - panel[..., 1] > 60) & (panel[..., 0] - panel[..., 2] > 60)
+    assert red[20:50, 10:30].mean() > 0.5 and red[20:50, 34:50].mean() < 0.05  # covered left half in red
