@@ -336,3 +336,41 @@ def _quick_scores(model: Any, data: Any, *, view: bool = False) -> dict[str, flo
         out.update(view_ssim=s.view_ssim, view_detail=s.view_detail, view_psnr=s.view_psnr,
                    convincing=float(s.is_convincing()))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- occlusion
+
+
+def occlusion(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """The occlusion segmenter on a 300-face synthetic project, scored on a held-out occluded sequence (see
+    :mod:`changeling.occlusion.bench`): IoU, occluder pixels kept by convert, clear-frame SSIM, training time."""
+    from changeling.config import MasksSettings
+    from changeling.occlusion.bench import run
+
+    dev: Any = "cuda" if device.startswith("cuda") else "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        s = run(Path(tmp), masks=MasksSettings(device=dev), pair_seconds=40.0 if quick else 120.0)
+    s["ssim_clear_drop"] = round(s["ssim_clear_hull"] - s["ssim_clear_occlusion"], 4)
+    keys = ["iou_covered_part", "iou_clear", "kept", "kept_all", "kept_without_segmenter", "ssim_clear_occlusion",
+            "ssim_clear_hull", "ssim_clear_drop", "train_s", "segmenter_steps", "faces", "occluded_frames"]
+    return {"value": s["iou"], "unit": "IoU", **s, "detail_keys": keys,
+            "target": "IoU >= 0.90; kept >= 0.95; ssim_clear_drop <= 0.01; train_s <= 300"}
+
+
+def convert_720p_occlusion(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """convert-720p with the occlusion mask on (an untrained segmenter: its speed does not depend on its
+    weights), alternating with runs without it; the segmenter's own milliseconds per frame."""
+    from changeling.bench.convert_bench import bench_convert
+
+    on: list[dict[str, Any]] = []
+    off: list[dict[str, Any]] = []
+    for i in range(max(1, repeats)):
+        for occ in ((True, False) if i % 2 == 0 else (False, True)):
+            (on if occ else off).append(bench_convert("720p", device, 120, occlusion=occ))
+    best = sorted(on, key=lambda r: r["fps"])[len(on) // 2]
+    return {"value": best["fps"], "unit": "frames/s", "target": _target("convert-720p", device),
+            "runs": [round(r["fps"], 1) for r in on], "runs_without": [round(r["fps"], 1) for r in off],
+            "occlusion_ms_per_frame": best["stages_ms"].get("occlusion"),
+            "render_mask_ms_per_frame": best["stages_ms"].get("render_mask"), "stages_ms": best["stages_ms"],
+            "detail_keys": ["runs", "runs_without", "occlusion_ms_per_frame", "render_mask_ms_per_frame",
+                            "stages_ms"]}

@@ -103,7 +103,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: float = 30.
 def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 120, *, color: str = "rct",
                   mask: str = "combined", batch_size: int = 8, workers: int = 0,
                   work_dir: Path | None = None, cpu_marker_too: bool = False,
-                  cpu_marker_first: bool = False) -> dict[str, Any]:
+                  cpu_marker_first: bool = False, occlusion: bool = False) -> dict[str, Any]:
     """Convert a synthetic ``resolution`` clip of ``frames`` frames with a random ``tiny`` model on ``device``.
 
     Returns ``fps`` (frames per second of the whole run, encoding included), ``seconds``, and ``stages_ms``:
@@ -111,7 +111,8 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     add up to more than the wall time per frame). With ``cpu_marker_too`` on a GPU, the same clip is
     converted again with the NumPy watermark in the render threads instead of the batched GPU marker:
     ``cpu_marker_fps`` and ``cpu_marker_stages_ms`` (before the main run with ``cpu_marker_first``, so repeats
-    can alternate the order).
+    can alternate the order). With ``occlusion``, an (untrained) occlusion segmenter runs on every face and the
+    mask includes it; ``stages_ms['occlusion']`` is its own time per frame.
     """
     from changeling.models.registry import create_model
     from changeling.provenance.watermark import embed_watermark, watermark_marker
@@ -124,6 +125,13 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     swapper = ModelSwapper(model, resolution=model.resolution, face_type="whole", to="B", device=dev)
     swapper(np.zeros((batch_size, model.resolution, model.resolution, 3), np.uint8))  # warm-up
     n_workers = workers or min(8, os.cpu_count() or 1)
+    segmenter = None
+    if occlusion:
+        from changeling.occlusion.net import SegmenterConfig
+        from changeling.occlusion.predict import Segmenter
+
+        segmenter = Segmenter.untrained(SegmenterConfig(), dev)
+        segmenter(np.zeros((batch_size, model.resolution, model.resolution, 3), np.uint8))  # warm-up
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         clip = make_clip(Path(tmp) / f"bench_{resolution}.mp4", width, height, frames)
         side = int(height * FACE_SHARE)
@@ -132,7 +140,7 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
             conv = Converter(faces=_KnownFaces(width, height, side), swapper=swapper, color=color_matcher(color),
                              masks=MaskBuilder(mask, 0, 8),  # type: ignore[arg-type]
                              writer_factory=provenance_writer_factory("video", crf=18), marker=marker,
-                             batch_size=batch_size, workers=n_workers, progress=False)
+                             batch_size=batch_size, workers=n_workers, progress=False, occlusion=segmenter)
             with torch_threads(1 if dev.type == "cpu" else None):
                 t0 = time.perf_counter()
                 report = conv.run(clip, Path(tmp) / name)

@@ -51,6 +51,10 @@ CASES: dict[str, Case] = {c.name: c for c in (
          "seconds of training until the paired benchmark's swap is recognisable; view-size scores at the end"),
     Case("quality-ab", "changeling.bench.quality:quality_ab",
          "swap quality at view size after the demo's budget, for each training variant (same seed and budget)"),
+    Case("occlusion", "changeling.bench.cases:occlusion",
+         "occlusion segmenter: IoU on held-out occluders, occluder pixels kept by convert, training time"),
+    Case("convert-720p-occlusion", "changeling.bench.cases:convert_720p_occlusion",
+         "convert end to end at 720p with the occlusion mask on, frames/s"),
 )}
 
 CPU_DEFAULT = ("train-tiny", "extract-720p", "convert-720p")

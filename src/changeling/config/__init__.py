@@ -9,10 +9,12 @@ from typing import Any
 from changeling.config.convert import ConvertSettings
 from changeling.config.core import apply, read_toml
 from changeling.config.extract import ExtractSettings
+from changeling.config.masks import MasksSettings
 from changeling.config.train import TrainSettings
 from changeling.errors import UserError
 
-SECTIONS: dict[str, type] = {"extract": ExtractSettings, "train": TrainSettings, "convert": ConvertSettings}
+SECTIONS: dict[str, type] = {"extract": ExtractSettings, "train": TrainSettings, "convert": ConvertSettings,
+                             "masks": MasksSettings}
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Settings:
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     convert: ConvertSettings = field(default_factory=ConvertSettings)
+    masks: MasksSettings = field(default_factory=MasksSettings)
 
 
 def load_settings(toml_path: Path | None) -> Settings:
@@ -43,4 +46,4 @@ def with_flags(section: Any, flags: dict[str, Any]) -> Any:
     return apply(section, given, "command line")
 
 
-__all__ = ["ConvertSettings", "ExtractSettings", "Settings", "TrainSettings", "load_settings", "with_flags"]
+__all__ = ["ConvertSettings", "ExtractSettings", "MasksSettings", "Settings", "TrainSettings", "load_settings", "with_flags"]

@@ -12,8 +12,10 @@ from changeling.config.core import settings_field
 class ConvertSettings:
     color: Literal["none", "mean", "rct", "hist", "mkl", "seamless"] = settings_field(
         "rct", help="colour matching of the swapped face to the frame")
-    mask: Literal["predicted", "hull", "extended", "combined"] = settings_field(
-        "combined", help="which mask blends the face in (combined: the decoder's mask cut to the face hull)")
+    mask: Literal["predicted", "hull", "extended", "combined", "occlusion"] = settings_field(
+        "combined", help="which mask blends the face in (occlusion: the hull minus what covers the face, from "
+        "`changeling masks train`; combined: the decoder's mask cut to the hull, and to the occlusion mask "
+        "when the project has a segmenter)")
     erode: int = settings_field(0, min=-64, max=64, help="shrink (>0) or grow (<0) the mask, pixels of the crop")
     blur: int = settings_field(8, min=0, max=128, help="feather width of the mask edge, pixels of the crop")
     smooth: float = settings_field(0.5, min=0.0, max=1.0,

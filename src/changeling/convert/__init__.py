@@ -32,6 +32,7 @@ from changeling.convert.pipeline import (
 from changeling.convert.writers import WriterKind, check_not_input, provenance_writer_factory
 from changeling.errors import UserError
 from changeling.models.detail import output_resolution
+from changeling.occlusion.predict import Segmenter
 from changeling.project import Project
 from changeling.types import DeviceChoice, Frame
 from changeling.video.images import is_image_path
@@ -125,6 +126,21 @@ def _select(which: str, reference: Sequence[Path]) -> FaceFilter:
     return matching
 
 
+def _occlusion(project: Project, settings: ConvertSettings, device: torch.device) -> Segmenter | None:
+    """The project's occlusion segmenter when the mask uses it: required by ``occlusion``, used by ``combined``
+    when there is one. One that belongs to another project is refused either way."""
+    from changeling.convert.maskops import OCCLUSION_KINDS
+    from changeling.occlusion.project import load_project_segmenter
+
+    if settings.mask not in OCCLUSION_KINDS:
+        return None
+    segmenter = load_project_segmenter(project.root, str(device), required=settings.mask == "occlusion")
+    if segmenter is None:
+        log.info("mask combined: no occlusion segmenter in this project, so nothing in front of the face is kept "
+                 "(`changeling masks train` makes one)")
+    return segmenter
+
+
 def build_converter(project: Project, source: Path, settings: ConvertSettings, *, writer: WriterKind = "video",
                     model_dir: Path | None = None, alignments: Path | None = None, track: bool = False,
                     reference: Sequence[Path] = (), progress: bool = True) -> tuple[Converter, ConvertPlan]:
@@ -141,6 +157,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
     faces_type, faces_size = _faces_type(project)
     check_model(preset=info.preset, resolution=info.resolution, face_type=info.face_type, model_dir=mdir,
                 expected_preset=project.settings().train.preset, faces_face_type=faces_type, faces_size=faces_size)
+    occlusion = _occlusion(project, settings, device)
     own_side, to = ("A", "B") if settings.direction == "a2b" else ("B", "A")
     faces, faces_from = _face_source(project, source, own_side, alignments, track, settings.device)
     swapper = ModelSwapper(model, resolution=info.resolution, face_type=info.face_type, to=to,  # type: ignore[arg-type]
@@ -152,7 +169,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
                                                               image_format=settings.image_format),
                      marker=watermark_marker(device), select=_select(settings.which, reference), smooth=settings.smooth,
                      sharpen=settings.sharpen, face_scale=settings.face_scale, batch_size=settings.batch_size,
-                     workers=workers, progress=progress)
+                     workers=workers, progress=progress, occlusion=occlusion)
     return conv, ConvertPlan(faces_from, mdir, info.preset, info.resolution, int(info.step), device)
 
 
@@ -169,7 +186,8 @@ def convert(project: Project, source: Path, output: Path | None, settings: Conve
     conv, plan = build_converter(project, source, settings, writer=kind, model_dir=model_dir,
                                  alignments=alignments, track=track, reference=reference, progress=progress)
     conv.label = (f"model {plan.model_dir} ({plan.preset}, {plan.resolution} px, step {plan.step}), faces from "
-                  f"{plan.faces_from}, colour {settings.color}, mask {settings.mask}")
+                  f"{plan.faces_from}, colour {settings.color}, mask {settings.mask}"
+                  + (f" (occlusion segmenter {conv.occlusion.path})" if isinstance(conv.occlusion, Segmenter) else ""))
     from changeling.threads import torch_threads
 
     with torch_threads(1 if plan.device.type == "cpu" else None):

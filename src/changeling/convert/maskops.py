@@ -2,7 +2,9 @@
 
 The landmark masks (face-oval hull, extended over the forehead) are the polygons that
 :func:`changeling.masks.masks.face_masks` gives extraction, so convert cuts the face where training learned it;
-the decoder's predicted mask comes from the model. Masks compose by the element-wise minimum; then erode (or
+the decoder's predicted mask comes from the model; the occlusion mask from the project's occlusion segmenter
+(:mod:`changeling.occlusion`: 1 where the face is visible, 0 where a hand, a microphone or glasses cover it).
+Masks compose by the element-wise minimum; then erode (or
 dilate) and feather, the feather lying inside the mask so nothing from outside the face is pasted. All masks
 are (S, S) float32 in [0, 1].
 """
@@ -20,7 +22,8 @@ from changeling.masks.masks import feather as feather_centred
 from changeling.masks.raster import polygon_mask
 from changeling.types import Mask
 
-MaskKind = Literal["predicted", "hull", "extended", "combined"]
+MaskKind = Literal["predicted", "hull", "extended", "combined", "occlusion"]
+OCCLUSION_KINDS: tuple[MaskKind, ...] = ("occlusion", "combined")  # the kinds that use the occlusion mask
 
 
 def landmark_mask(points: np.ndarray, size: int, name: Literal["hull", "extended"]) -> Mask:
@@ -67,6 +70,17 @@ def feather(mask: Mask, width: int) -> Mask:
     return feather_centred(erode(mask, half), half)
 
 
+OCCLUSION_LOW, OCCLUSION_HIGH = 0.35, 0.65
+
+
+def occlusion_ramp(probability: Mask) -> Mask:
+    """The segmenter's probability of 'visible face' as a blend weight: 0 up to ``OCCLUSION_LOW``, 1 from
+    ``OCCLUSION_HIGH``, linear between. An occluder the segmenter is fairly sure of gets none of the swapped
+    face (a faint 0.1 over a hand would still tint it), and the edge stays soft."""
+    p = np.asarray(probability, dtype=np.float32)
+    return np.clip((p - OCCLUSION_LOW) / (OCCLUSION_HIGH - OCCLUSION_LOW), 0.0, 1.0)
+
+
 def clear_border(mask: Mask, pixels: int = 1) -> Mask:
     """Zero a ring of ``pixels`` at the crop's edge, so the pasted face never ends in a hard line there."""
     out = np.array(mask, dtype=np.float32, copy=True)
@@ -82,21 +96,32 @@ def clear_border(mask: Mask, pixels: int = 1) -> Mask:
 class MaskBuilder:
     """Builds the blend mask of one face from the decoder's mask and the landmarks in crop pixels.
 
-    ``kind``: ``predicted`` (the decoder's), ``hull``, ``extended``, or ``combined`` (the minimum of the
-    predicted mask and the hull). ``erode`` > 0 shrinks (< 0 grows) and ``blur`` feathers, both in crop pixels.
+    ``kind``: ``predicted`` (the decoder's), ``hull``, ``extended``, ``occlusion`` (the hull minus what the
+    occlusion segmenter sees covering the face) or ``combined`` (the minimum of the predicted mask, the hull
+    and, when there is one, the occlusion mask). ``erode`` > 0 shrinks (< 0 grows) and ``blur`` feathers, both
+    in crop pixels.
     """
 
     kind: MaskKind = "combined"
     erode: int = 0
     blur: int = 8
 
-    def raw(self, predicted: Mask | None, points: np.ndarray | None, size: int) -> Mask:
-        """The mask before erosion and feathering (S, S) float32."""
-        need_points = self.kind in ("hull", "extended", "combined")
+    @property
+    def uses_occlusion(self) -> bool:
+        """Whether this kind takes the occlusion mask (``combined`` works without one too)."""
+        return self.kind in OCCLUSION_KINDS
+
+    def raw(self, predicted: Mask | None, points: np.ndarray | None, size: int, occlusion: Mask | None = None
+            ) -> Mask:
+        """The mask before erosion and feathering (S, S) float32. ``occlusion`` (S, S): the segmenter's
+        visible-face mask of this crop."""
+        need_points = self.kind in ("hull", "extended", "combined", "occlusion")
         if need_points and points is None:
             raise ValueError(f"mask {self.kind!r} needs landmarks")
         if self.kind in ("predicted", "combined") and predicted is None:
             raise ValueError(f"mask {self.kind!r} needs the decoder's predicted mask")
+        if self.kind == "occlusion" and occlusion is None:
+            raise ValueError("mask 'occlusion' needs the occlusion segmenter's mask")
         if self.kind == "predicted":
             assert predicted is not None
             return np.asarray(predicted, dtype=np.float32)
@@ -105,10 +130,16 @@ class MaskBuilder:
             return hull_mask(points, size)
         if self.kind == "extended":
             return extended_mask(points, size)
-        assert predicted is not None
-        return combine(np.asarray(predicted, dtype=np.float32), hull_mask(points, size))
+        parts = [hull_mask(points, size)]
+        if self.kind == "combined":
+            assert predicted is not None
+            parts.append(np.asarray(predicted, dtype=np.float32))
+        if occlusion is not None:
+            parts.append(occlusion_ramp(occlusion))
+        return combine(*parts)
 
-    def __call__(self, predicted: Mask | None, points: np.ndarray | None, size: int) -> Mask:
-        m = erode(self.raw(predicted, points, size), self.erode)
+    def __call__(self, predicted: Mask | None, points: np.ndarray | None, size: int,
+                 occlusion: Mask | None = None) -> Mask:
+        m = erode(self.raw(predicted, points, size, occlusion), self.erode)
         m = clear_border(m, max(1, self.blur // 2))
         return np.clip(feather(m, self.blur), 0.0, 1.0)

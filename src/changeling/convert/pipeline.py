@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -91,6 +92,8 @@ class Swapper(Protocol):
 
 
 FaceFilter = Callable[[Frame, list[DetectedFace]], list[DetectedFace]]
+# the occlusion segmenter: (N, R, R, 3) uint8 crops -> (N, R, R) float32 visible-face probabilities
+Occlusion = Callable[[NDArray[np.uint8]], NDArray[np.float32]]
 Marker = Callable[[Frame], Frame]
 Aligner = Callable[[np.ndarray, FaceType, int], Affine]
 
@@ -139,6 +142,7 @@ class FaceJob:
     crop: NDArray[np.uint8]  # (R, R, 3) the original face crop
     swapped: NDArray[np.float32] | None = None  # (S, S, 3) in [0, 1], S the swapper's output resolution
     predicted_mask: NDArray[np.float32] | None = None  # (S, S)
+    occlusion_mask: NDArray[np.float32] | None = None  # (R, R) visible face, when an occlusion segmenter runs
 
 
 @dataclass
@@ -195,7 +199,8 @@ class Converter:
     ``sharpen``: unsharp-mask amount; ``face_scale``: size of the pasted face relative to the original;
     ``marker``: the provenance watermark applied to every frame written (frames without a face are otherwise
     passed through untouched);
-    ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread).
+    ``batch_size``: frames per model batch; ``workers``: render threads (0: render on the main thread);
+    ``occlusion``: the occlusion segmenter, run on the crops beside the model when the mask kind uses it.
     """
 
     faces: FaceSource
@@ -212,6 +217,7 @@ class Converter:
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     progress: bool = True
     label: str = ""  # what the run uses, logged once the inputs are checked
+    occlusion: Occlusion | None = None
     align: Aligner = face_affine
     timer: _Timer = field(default_factory=_Timer, repr=False)
 
@@ -260,7 +266,14 @@ class Converter:
             faces, masks = self.swapper(np.stack([j.crop for j in part]))
             for j, f, m in zip(part, faces, masks, strict=True):
                 j.swapped, j.predicted_mask = f, m
-        self.timer.add("model", time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        self.timer.add("model", t3 - t2)
+        if self.occlusion is not None and self.masks.uses_occlusion and jobs:
+            for start in range(0, len(jobs), self.batch_size):
+                part = jobs[start:start + self.batch_size]
+                for j, m in zip(part, self.occlusion(np.stack([j.crop for j in part])), strict=True):
+                    j.occlusion_mask = m
+            self.timer.add("occlusion", time.perf_counter() - t3)
 
     def render(self, plan: FramePlan, color: ColorMatcher | None = None) -> RenderedFrame:
         """Colour-match, mask, sharpen and paste every face of a planned frame; watermark it if it changed."""
@@ -282,7 +295,10 @@ class Converter:
             t = time.perf_counter()
             affine = job.affine if size == r else rescale_affine(job.affine, r, size)
             points = transform_points(job.landmarks, affine)
-            mask = masks(job.predicted_mask, points, size)
+            visible = job.occlusion_mask
+            if visible is not None and size != r:
+                visible = np.asarray(cv2.resize(visible, (size, size), interpolation=cv2.INTER_LINEAR), np.float32)
+            mask = masks(job.predicted_mask, points, size, visible)
             paste_affine = scale_about_centre(affine, self.face_scale, size)
             target = job.crop if self.face_scale == 1.0 and size == r else \
                 warp_face(tf.image, paste_affine, size, border="replicate")
@@ -313,6 +329,8 @@ class Converter:
         the holder of that lock removes what killed runs left under the output's temporary names."""
         source, output = Path(source), Path(output)
         check_not_input(output, source)
+        if self.masks.kind == "occlusion" and self.occlusion is None:
+            raise UserError("mask 'occlusion' needs an occlusion segmenter; train one with `changeling masks train`")
         with output_lock(output):
             for stale in partials(output):
                 if stale.is_dir():

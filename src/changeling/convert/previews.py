@@ -14,7 +14,7 @@ import numpy as np
 
 from changeling.convert.blend import paste_back
 from changeling.convert.color import COLOR_MATCHERS, color_matcher
-from changeling.convert.pipeline import Converter
+from changeling.convert.pipeline import Converter, FramePlan
 from changeling.convert.writers import RenderedFrame
 from changeling.errors import UserError
 from changeling.provenance.metadata import write_marked_image
@@ -44,14 +44,16 @@ def mask_image(shape: tuple[int, ...], rendered: RenderedFrame) -> Frame:
     return out
 
 
-def side_by_side(original: Frame, swapped: Frame, mask: Frame, mode: str, max_panel_width: int = 1280) -> Frame:
-    """original | swapped | mask, labelled, each panel at most ``max_panel_width`` wide."""
+def side_by_side(original: Frame, swapped: Frame, mask: Frame, mode: str, max_panel_width: int = 1280,
+                 middle: str | None = None) -> Frame:
+    """original | swapped | mask, labelled (the middle one ``middle``, else 'swapped (MODE)'), each panel at
+    most ``max_panel_width`` wide."""
     h, w = original.shape[:2]
     panels = [original, swapped, mask]
     if w > max_panel_width:
         size = (max_panel_width, max(1, round(h * max_panel_width / w)))
         panels = [np.asarray(cv2.resize(p, size, interpolation=cv2.INTER_AREA), np.uint8) for p in panels]
-    names = ["original", f"swapped ({mode})", "mask"]
+    names = ["original", middle or f"swapped ({mode})", "mask"]
     return np.hstack([_label(p, n) for p, n in zip(panels, names, strict=True)])
 
 
@@ -94,4 +96,29 @@ def write_previews(converter: Converter, source: Path, frame_index: int, out_dir
         write_marked_image(path, img, tags=tags)
         written.append(path)
         log.info("preview: %s", path)
+    occluded = _occlusion_preview(converter, plan, tf.image, mask_image(tf.image.shape, rendered), max_panel_width)
+    if occluded is not None:  # written as the others are: it comes from a swap, so it is marked alike
+        if converter.marker is not None and has_room(*occluded.shape[:2]):
+            occluded = converter.marker(occluded)
+        path = out_dir / f"{source.stem}_f{frame_index:06d}_occlusion.png"
+        write_marked_image(path, occluded, tags=tags)
+        written.append(path)
+        log.info("preview: %s", path)
     return written
+
+
+def _occlusion_preview(converter: Converter, plan: FramePlan, frame: Frame, mask: Frame, max_panel_width: int
+                       ) -> Frame | None:
+    """original | the occlusion mask over the frame (red: covered, green: swapped) | blend mask; None when no
+    occlusion segmenter ran."""
+    from changeling.convert.maskops import hull_mask
+    from changeling.detect.align import transform_points
+    from changeling.occlusion.overlay import frame_overlay
+
+    r = int(converter.swapper.resolution)
+    faces = [(j.occlusion_mask, hull_mask(transform_points(j.landmarks, j.affine), r), j.affine)
+             for j in plan.faces if j.occlusion_mask is not None]
+    if not faces:
+        return None
+    return side_by_side(frame, frame_overlay(frame, faces), mask, "occlusion", max_panel_width,
+                        middle="occlusion: red covered, green swapped")

@@ -93,11 +93,14 @@ def _load_one(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray, Face
 
 
 def load_faces(folder: Path, resolution: int, *, side: str = "", progress: bool = True,
-               workers: int = 4) -> FaceSet:
+               workers: int = 4, occlusion: bool = True) -> FaceSet:
     """Read every face PNG in ``folder`` into a :class:`FaceSet` at ``resolution``.
 
-    Corrupt files are skipped and counted. Raises :class:`UserError` when fewer than 2 faces remain, or when
-    the faces differ in face type or size (naming the first file that differs).
+    With ``occlusion``, the mask planes are cut to the visible face: the project's occlusion segmenter and the
+    faces' hand corrections say what covers each face, and the loss then ignores it (see
+    :func:`changeling.occlusion.project.cut_covered`). Corrupt files are skipped and counted. Raises
+    :class:`UserError` when fewer than 2 faces remain, or when the faces differ in face type or size (naming the
+    first file that differs).
     """
     folder = Path(folder)
     paths = list_faces(folder)
@@ -107,6 +110,7 @@ def load_faces(folder: Path, resolution: int, *, side: str = "", progress: bool 
     images = np.empty((len(paths), 3, resolution, resolution), np.uint8)
     masks = np.empty_like(images)
     names: list[str] = []
+    metas: list[FaceMeta] = []
     first: tuple[Path, FaceMeta] | None = None
     skipped: list[Path] = []
     with ThreadPoolExecutor(max(1, workers)) as pool, \
@@ -129,11 +133,16 @@ def load_faces(folder: Path, resolution: int, *, side: str = "", progress: bool 
             images[len(names)] = img
             masks[len(names)] = msk
             names.append(path.name)
+            metas.append(meta)
     if skipped:
         log.warning("%s: skipped %d corrupt face file(s) of %d", folder, len(skipped), len(paths))
     if len(names) < 2 or first is None:
         raise UserError(f"needs at least 2 readable {label}, found {len(names)} ({len(skipped)} corrupt)", folder)
     n = len(names)
+    if occlusion:
+        from changeling.occlusion.project import cut_covered
+
+        cut_covered(folder, images[:n], masks[:n], metas)
     return FaceSet(torch.from_numpy(images[:n].copy()), torch.from_numpy(masks[:n].copy()), names,
                    first[1].face_type, len(skipped), first[1].size)
 
