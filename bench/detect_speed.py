@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from changeling.detect import FaceDetector, FaceLandmarker, FaceTracker, roi_from_detection
+from changeling.detect import BlazeFaceDetector, FaceLandmarker, FaceTracker, roi_from_detection
 from changeling.detect.weights import set_memory_format
 
 
@@ -103,11 +103,11 @@ def main() -> None:
                      "cpu_ms_per_item": round(cpu / per * 1e3, 2)})
 
     for variant in ("short", "full"):
-        det = FaceDetector(variant, device=device)  # type: ignore[arg-type]
+        det = BlazeFaceDetector(variant, device=device)  # type: ignore[arg-type]
         for batch in (1, 16):
             wall, cpu = measure(functools.partial(det.detect, frames[:batch]), args.repeats, device)
             row(f"detector {variant} (720p frame)", batch, batch, wall, cpu)
-    det = FaceDetector("full", device=device)
+    det = BlazeFaceDetector("full", device=device)
     rois = [roi_from_detection(d[0]) for d in det.detect(frames[:16])]
     for iris in (False, True):
         lm = FaceLandmarker(device=device, iris=iris)

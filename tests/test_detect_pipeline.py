@@ -20,7 +20,7 @@ from safetensors import safe_open
 from skimage import data
 
 from changeling.detect import (
-    FaceDetector,
+    BlazeFaceDetector,
     FaceLandmarker,
     FaceTracker,
     Roi,
@@ -169,7 +169,7 @@ def landmarker() -> FaceLandmarker:
 @pytest.mark.parametrize("variant", ["short", "full"])
 def test_detections_match_the_reference_pipeline(variant: str) -> None:
     frames = sample_frames()
-    ours = FaceDetector(variant, min_score=0.5).detect(frames)  # type: ignore[arg-type]
+    ours = BlazeFaceDetector(variant, min_score=0.5).detect(frames)  # type: ignore[arg-type]
     found = 0
     for frame, dets in zip(frames, ours, strict=True):
         ref = ref_detect(frame, variant, 0.5)
@@ -184,7 +184,7 @@ def test_detections_match_the_reference_pipeline(variant: str) -> None:
 
 def test_landmarks_match_the_reference_pipeline(landmarker: FaceLandmarker) -> None:
     frames = sample_frames()
-    detections = FaceDetector("full").detect(frames)
+    detections = BlazeFaceDetector("full").detect(frames)
     rois, index, refs = [], [], []
     for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
         (box, kps, _), d = ref_detect(frame, "full", 0.5)[0], dets[0]
@@ -205,7 +205,7 @@ def test_landmarks_match_the_reference_pipeline(landmarker: FaceLandmarker) -> N
 
 def test_batches_mixed_sizes_like_single_calls(landmarker: FaceLandmarker) -> None:
     frames = sample_frames()
-    det = FaceDetector("full")
+    det = BlazeFaceDetector("full")
     together = det.detect(frames)
     for frame, dets in zip(frames, together, strict=True):
         alone = det.detect([frame])[0]
@@ -224,13 +224,13 @@ def test_no_face_no_detection(variant: str, landmarker: FaceLandmarker) -> None:
     rng = np.random.default_rng(0)
     blank = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8), np.full((480, 480, 3), 128, np.uint8),
              np.zeros((1, 1, 3), np.uint8), np.full((3, 900, 3), 200, np.uint8)]
-    assert FaceDetector(variant).detect(blank) == [[], [], [], []]  # type: ignore[arg-type]
+    assert BlazeFaceDetector(variant).detect(blank) == [[], [], [], []]  # type: ignore[arg-type]
     grey = landmarker([blank[1]], [Roi(np.array([240.0, 240.0], np.float32), 200.0)])
     assert grey.presence[0] < 0.5
 
 
 def test_bad_frames_are_refused_with_a_clear_message() -> None:
-    det = FaceDetector("short")
+    det = BlazeFaceDetector("short")
     with pytest.raises(ValueError, match=r"frame 1: expected an \(H, W, 3\) uint8"):
         det.detect([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)])
     with pytest.raises(ValueError, match="float32"):
@@ -248,7 +248,7 @@ def moving_portrait(count: int) -> list[np.ndarray]:
 
 def test_tracker_detects_once_and_follows_within_two_percent(landmarker: FaceLandmarker) -> None:
     frames = moving_portrait(8)
-    detector = FaceDetector("full")
+    detector = BlazeFaceDetector("full")
     tracker = FaceTracker(detector, landmarker)
     tracked = tracker.process(frames[:3]) + tracker.process(frames[3:])  # state carries across calls
     assert tracker.detector_runs == 1
@@ -266,7 +266,7 @@ def test_tracker_detects_once_and_follows_within_two_percent(landmarker: FaceLan
 def test_tracker_redetects_after_losing_the_face(landmarker: FaceLandmarker) -> None:
     face = moving_portrait(2)
     grey = np.full_like(face[0], 90)
-    tracker = FaceTracker(FaceDetector("full"), landmarker)
+    tracker = FaceTracker(BlazeFaceDetector("full"), landmarker)
     out = tracker.process([face[0], grey, grey, face[1]])
     assert [len(f) for f in out] == [1, 0, 0, 1]
     assert out[3][0].detected
@@ -275,7 +275,7 @@ def test_tracker_redetects_after_losing_the_face(landmarker: FaceLandmarker) -> 
 
 def test_tracker_lanes_and_periodic_redetection(landmarker: FaceLandmarker) -> None:
     frames = moving_portrait(6)
-    detector = FaceDetector("full")
+    detector = BlazeFaceDetector("full")
     one = FaceTracker(detector, landmarker).process(frames)
     lanes = FaceTracker(detector, landmarker, lanes=3)
     three = lanes.process(frames)
@@ -315,7 +315,7 @@ def test_weights_load_from_the_installed_package(tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     rng = np.random.default_rng(2)
-    short, full, marks = FaceDetector("short", device="cuda"), FaceDetector("full", device="cuda"), FaceLandmarker(
+    short, full, marks = BlazeFaceDetector("short", device="cuda"), BlazeFaceDetector("full", device="cuda"), FaceLandmarker(
         device="cuda")
     runs = [(short.raw, "face_detection_short_range.tflite", 128, (-1, 1)),
             (full.raw, "face_detection_full_range_sparse.tflite", 192, (-1, 1)),
@@ -331,7 +331,7 @@ def test_cuda_matches_cpu() -> None:
                 print(f"cuda {name}: relative error {err:.2e}")
                 assert err <= 1e-3, f"{name} on CUDA: relative error {err:.2e}"
     frames = sample_frames()
-    cpu_det, gpu_det = FaceDetector("full"), FaceDetector("full", device="cuda")
+    cpu_det, gpu_det = BlazeFaceDetector("full"), BlazeFaceDetector("full", device="cuda")
     cpu_lm, gpu_lm = FaceLandmarker(), FaceLandmarker(device="cuda")
     a, b = cpu_det.detect(frames), gpu_det.detect(frames)
     for x, y in zip(a, b, strict=True):

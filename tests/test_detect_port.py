@@ -22,7 +22,7 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from changeling.detect import FaceDetector, FaceLandmarker, roi_from_detection
+from changeling.detect import BlazeFaceDetector, FaceLandmarker, roi_from_detection
 from changeling.detect.anchors import anchors_for
 from changeling.detect.decode import RawDetections, weighted_nms
 from changeling.detect.layers import Conv, depth_to_space, max_pool2, same_padding
@@ -78,8 +78,8 @@ def frames() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector("short")
+def detector() -> BlazeFaceDetector:
+    return BlazeFaceDetector("short")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def landmarker() -> FaceLandmarker:
     return FaceLandmarker(iris=True)
 
 
-def face_rois(frames: list[np.ndarray], detector: FaceDetector) -> tuple[list[Roi], list[int]]:
+def face_rois(frames: list[np.ndarray], detector: BlazeFaceDetector) -> tuple[list[Roi], list[int]]:
     rois, index = [], []
     for i, dets in enumerate(detector.detect(frames)):
         for d in dets[:1]:
@@ -103,7 +103,7 @@ def face_rois(frames: list[np.ndarray], detector: FaceDetector) -> tuple[list[Ro
 @pytest.mark.parametrize("variant,tflite", [("short", "face_detection_short_range.tflite"),
                                             ("full", "face_detection_full_range_sparse.tflite")])
 def test_detector_raw_outputs_match_litert(frames: list[np.ndarray], variant: str, tflite: str) -> None:
-    det = FaceDetector(variant)  # type: ignore[arg-type]
+    det = BlazeFaceDetector(variant)  # type: ignore[arg-type]
     size = det.input_size
     stack = FrameStack.build(frames, torch.device("cpu"))
     x = crop_rois(stack, [letterbox_roi(*stack.size(i)) for i in range(len(frames))], list(range(len(frames))),
@@ -115,7 +115,7 @@ def test_detector_raw_outputs_match_litert(frames: list[np.ndarray], variant: st
     assert (ref_cls.max(1) > 0).sum() >= 6, "the test inputs should contain faces the original finds"
 
 
-def test_landmark_raw_outputs_match_litert(frames: list[np.ndarray], detector: FaceDetector,
+def test_landmark_raw_outputs_match_litert(frames: list[np.ndarray], detector: BlazeFaceDetector,
                                            landmarker: FaceLandmarker) -> None:
     rois, index = face_rois(frames, detector)
     assert len(rois) >= 12
@@ -127,7 +127,7 @@ def test_landmark_raw_outputs_match_litert(frames: list[np.ndarray], detector: F
     assert np.abs(points.numpy().reshape(len(x), -1) - ref_points).max() < 0.05  # crop pixels
 
 
-def test_iris_raw_outputs_match_litert(frames: list[np.ndarray], detector: FaceDetector,
+def test_iris_raw_outputs_match_litert(frames: list[np.ndarray], detector: BlazeFaceDetector,
                                        landmarker: FaceLandmarker) -> None:
     marks = landmarker(frames, *face_rois(frames, detector))
     eye_rois, eye_index, flips = [], [], []
@@ -148,8 +148,8 @@ def test_iris_raw_outputs_match_litert(frames: list[np.ndarray], detector: FaceD
 def test_ports_agree_on_random_inputs_in_both_memory_formats() -> None:
     """Noise exercises every channel; NCHW and channels-last inputs must give the same answer."""
     rng = np.random.default_rng(1)
-    cases = [(FaceDetector("short").net, "face_detection_short_range.tflite", 128, (-1, 1)),
-             (FaceDetector("full").net, "face_detection_full_range_sparse.tflite", 192, (-1, 1)),
+    cases = [(BlazeFaceDetector("short").net, "face_detection_short_range.tflite", 128, (-1, 1)),
+             (BlazeFaceDetector("full").net, "face_detection_full_range_sparse.tflite", 192, (-1, 1)),
              (FaceLandmarker(iris=True).mesh_net, "face_landmark.tflite", 192, (0, 1)),
              (FaceLandmarker(iris=True).iris_net, "iris_landmark.tflite", 64, (0, 1))]
     for net, name, size, (lo, hi) in cases:
@@ -284,6 +284,6 @@ def test_converter_refuses_a_mismatched_architecture() -> None:
     path = TFLITE / "face_landmark.tflite"
     ops = conv.weight_ops_in_port_order(path.read_bytes())
     with pytest.raises(RuntimeError, match="layers in the port"):
-        conv.load_into(FaceDetector("short").net, ops, conv.tensor_reader(path))
+        conv.load_into(BlazeFaceDetector("short").net, ops, conv.tensor_reader(path))
     with pytest.raises(RuntimeError, match="shape mismatch|expected"):
         conv.load_into(FaceLandmarker(iris=False).mesh_net, ops[1:] + ops[:1], conv.tensor_reader(path))

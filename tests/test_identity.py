@@ -280,7 +280,7 @@ def test_with_our_detector_and_landmarks(embedder: FaceEmbedder, scene: Scene, t
     detector_mod = pytest.importorskip("changeling.detect.detector", reason="extraction's detector not present")
     landmark_mod = pytest.importorskip("changeling.detect.landmarker", reason="extraction's landmarker not present")
     roi_mod = pytest.importorskip("changeling.detect.roi", reason="extraction's ROI helpers not present")
-    detector, landmarker = detector_mod.FaceDetector("full"), landmark_mod.FaceLandmarker(iris=False)
+    detector, landmarker = detector_mod.BlazeFaceDetector("full"), landmark_mod.FaceLandmarker(iris=False)
     ref = tmp_path / "ast.png"
     Image.fromarray(scene.portraits["ast"]).save(ref)
     flt = IdentityFilter([ref], embedder=embedder)

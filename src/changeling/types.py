@@ -18,3 +18,4 @@ Box = NDArray[np.float32]  # (4,) x0, y0, x1, y1 pixels
 Side = Literal["A", "B"]
 FaceType = Literal["half", "mid", "full", "whole", "head"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
+DetectorName = Literal["short", "full"]  # the keys of changeling.detect.registry.DETECTORS

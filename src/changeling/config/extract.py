@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from changeling.config.core import settings_field
+from changeling.types import DetectorName
 
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    detector: Literal["short", "full"] = settings_field("full", help="BlazeFace short range (close-ups) or full range")
+    detector: DetectorName = settings_field("full", help="BlazeFace short range (close-ups) or full range")
     size: int = settings_field(256, min=32, max=1024, help="side of the aligned face crop in pixels")
     face_type: Literal["half", "mid", "full", "whole", "head"] = settings_field(
         "whole", help="how much of the head the crop covers")

@@ -1,21 +1,21 @@
 """Batched face detection with the ported BlazeFace models, following MediaPipe's face-detection graph:
 letterbox the frame to the model's square input (zero border), decode against the SSD anchors, weighted NMS,
-then map back to frame pixels."""
+then map back to frame pixels. Registered as the detectors ``short`` and ``full``
+(:mod:`changeling.detect.registry`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from changeling.detect.anchors import anchors_for
 from changeling.detect.blazeface import BlazeFaceFull, BlazeFaceShort
 from changeling.detect.decode import decode_boxes, scores_from_logits, select_candidates, weighted_nms
+from changeling.detect.detection import Detection
 from changeling.detect.frames import as_device, chunks, exact_fp32, stack_frames
 from changeling.detect.graphs import graphed
 from changeling.detect.roi import FrameStack, apply_matrix, crop_rois, letterbox_roi, roi_matrix
@@ -24,21 +24,8 @@ from changeling.types import Frame
 
 log = logging.getLogger(__name__)
 
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face in frame pixels. Keypoints follow MediaPipe's order (see ``KEYPOINT_NAMES``; "right" is the
-    subject's right, which is on the image's left in a frontal face)."""
-
-    box: NDArray[np.float32]  # (4,) x0, y0, x1, y1
-    score: float  # in [0, 1]
-    keypoints: NDArray[np.float32]  # (6, 2) x, y
-
-
-class FaceDetector:
-    """BlazeFace ``short`` range (faces filling much of the frame, 128 px input) or ``full`` range (192 px,
+class BlazeFaceDetector:
+    """A :class:`~changeling.detect.detection.Detector`: BlazeFace ``short`` range (faces filling much of the frame, 128 px input) or ``full`` range (192 px,
     small faces too). ``min_score`` is the detection threshold (MediaPipe uses 0.5 short, 0.6 full). On CUDA
     the network is replayed from CUDA graphs unless ``cuda_graphs`` is False."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from changeling.detect.detector import FaceDetector
+from changeling.detect.detection import Detector
 from changeling.detect.frames import stack_frames
 from changeling.detect.landmarker import FaceLandmarker
 from changeling.detect.roi import FrameStack, Roi, roi_from_detection
@@ -64,9 +64,10 @@ def roi_iou(a: Roi, b: Roi) -> float:
 
 class FaceTracker:
     """Detect once, then follow faces with the landmarker. Stateful across :meth:`process` calls (feed a video
-    in order, in chunks); :meth:`reset` forgets the tracks."""
+    in order, in chunks); :meth:`reset` forgets the tracks. Any :class:`~changeling.detect.detection.Detector`
+    will do (see :mod:`changeling.detect.registry`)."""
 
-    def __init__(self, detector: FaceDetector, landmarker: FaceLandmarker, max_faces: int = 1,
+    def __init__(self, detector: Detector, landmarker: FaceLandmarker, max_faces: int = 1,
                  min_presence: float = 0.5, redetect_every: int = 0, lanes: int = 1) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")

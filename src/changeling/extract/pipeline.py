@@ -192,16 +192,17 @@ def blur_measure(face: Frame) -> float:
 
 
 def default_tracker_factory(settings: ExtractSettings) -> TrackerFactory:
-    """Build the detector and landmarker (MediaPipe ports) once; each call gives a fresh tracker over them.
+    """Build the detector (``settings.detector`` from :data:`changeling.detect.registry.DETECTORS`) and the
+    landmarker (a MediaPipe port) once; each call gives a fresh tracker over them.
 
     On a GPU each batch is split into several lanes tracked side by side, so the landmarker sees many faces at
     once (each extra lane starts with one detection); on the CPU tracking is plainly sequential."""
-    from changeling.detect import FaceDetector, FaceLandmarker, FaceTracker
+    from changeling.detect import FaceLandmarker, FaceTracker, make_detector
     from changeling.device import resolve_device
 
     device = resolve_device(settings.device)
-    detector = FaceDetector(variant=settings.detector, device=device, min_score=settings.min_score,
-                            batch_size=max(settings.batch_size, 1))
+    detector = make_detector(settings.detector, device=device, min_score=settings.min_score,
+                             batch_size=max(settings.batch_size, 1))
     landmarker = FaceLandmarker(device=device, iris=settings.iris, batch_size=max(settings.batch_size, 1))
     lanes = 1 if device.type == "cpu" else max(1, settings.batch_size // GPU_FRAMES_PER_LANE)
 
