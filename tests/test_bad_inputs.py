@@ -35,6 +35,8 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from changeling.faces.facefile import CHUNK_KEY
+from changeling.models import checkpoint as mck
+from changeling.models.checkpoint_state import sha256_hex, state_digest
 from changeling.models.registry import Dims, create_model, preset_config
 from changeling.project import Project, init_project
 from changeling.train import checkpoint as ck
@@ -293,12 +295,12 @@ class Payload:
         return (pathlib.Path.touch, (self.marker,))
 
 
-def _fix_checksum(folder: Path, name: str = ck.WEIGHTS) -> None:
+def _fix_checksum(folder: Path, name: str = mck.WEIGHTS) -> None:
     """Re-sign state.json after a file was replaced, as a careful attacker would (the digest is no secret)."""
-    state = json.loads((folder / ck.STATE).read_text())
-    state["files"][name] = ck._sha256((folder / name).read_bytes())
-    state["digest"] = ck._digest(state)
-    (folder / ck.STATE).write_text(json.dumps(state))
+    state = json.loads((folder / mck.STATE).read_text())
+    state["files"][name] = sha256_hex((folder / name).read_bytes())
+    state["digest"] = state_digest(state)
+    (folder / mck.STATE).write_text(json.dumps(state))
 
 
 def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -332,9 +334,9 @@ def weights_case(edit: Callable[[bytes], bytes], says: str, *, resign: bool, com
 
     def build(root: Path) -> Built:
         project = project_at(root, model=True)
-        folder = ck.latest_checkpoint(project.model_dir)
+        folder = mck.latest_checkpoint(project.model_dir)
         assert folder is not None
-        weights = folder / ck.WEIGHTS
+        weights = folder / mck.WEIGHTS
         weights.write_bytes(edit(weights.read_bytes()))
         if resign:
             _fix_checksum(folder)
@@ -353,11 +355,11 @@ def _flip(data: bytes) -> bytes:
 
 def _pickle_weights(root: Path) -> Built:
     project = project_at(root, model=True)
-    folder = ck.latest_checkpoint(project.model_dir)
+    folder = mck.latest_checkpoint(project.model_dir)
     assert folder is not None
-    torch.save({"encoder": Payload(root / MARKER)}, folder / ck.WEIGHTS)
+    torch.save({"encoder": Payload(root / MARKER)}, folder / mck.WEIGHTS)
     _fix_checksum(folder)
-    return Built(convert_args(root, project, project.model_dir), str(folder / ck.WEIGHTS), "not a valid safetensors")
+    return Built(convert_args(root, project, project.model_dir), str(folder / mck.WEIGHTS), "not a valid safetensors")
 
 
 def _pickle_file(name: str, how: str, command: str) -> Callable[[Path], Built]:
@@ -379,9 +381,9 @@ def _pickle_file(name: str, how: str, command: str) -> Callable[[Path], Built]:
 def state_case(text: Callable[[str], str], says: str) -> Callable[[Path], Built]:
     def build(root: Path) -> Built:
         project = project_at(root, model=True)
-        folder = ck.latest_checkpoint(project.model_dir)
+        folder = mck.latest_checkpoint(project.model_dir)
         assert folder is not None
-        state = folder / ck.STATE
+        state = folder / mck.STATE
         state.write_text(text(state.read_text()))
         return Built(convert_args(root, project, project.model_dir), str(state), says)
 
@@ -573,27 +575,27 @@ def _video_breaking_at_20(root: Path) -> Built:
 def _resigned_state(edit: Callable[[dict[str, Any]], None], says: str, command: str) -> Callable[[Path], Built]:
     def build(root: Path) -> Built:
         project = project_at(root, model=True)
-        folder = ck.latest_checkpoint(project.model_dir)
+        folder = mck.latest_checkpoint(project.model_dir)
         assert folder is not None
-        state = json.loads((folder / ck.STATE).read_text())
+        state = json.loads((folder / mck.STATE).read_text())
         edit(state)
-        state["digest"] = ck._digest(state)
-        (folder / ck.STATE).write_text(json.dumps(state))
+        state["digest"] = state_digest(state)
+        (folder / mck.STATE).write_text(json.dumps(state))
         if command == "train":
             return Built(["train", "-q", "-p", str(project.root), *SMALL_TRAIN, "--max-steps", "3"],
-                         str(folder / ck.STATE), says)
-        return Built(convert_args(root, project, project.model_dir), str(folder / ck.STATE), says)
+                         str(folder / mck.STATE), says)
+        return Built(convert_args(root, project, project.model_dir), str(folder / mck.STATE), says)
 
     return build
 
 
 def _huge_sparse_weights(root: Path) -> Built:
     project = project_at(root, model=True)
-    folder = ck.latest_checkpoint(project.model_dir)
+    folder = mck.latest_checkpoint(project.model_dir)
     assert folder is not None
-    with open(folder / ck.WEIGHTS, "r+b") as fh:
+    with open(folder / mck.WEIGHTS, "r+b") as fh:
         fh.truncate(1 << 40)  # 1 TiB, sparse: nothing is really on the disk
-    return Built(convert_args(root, project, project.model_dir), str(folder / ck.WEIGHTS), "its model config allows")
+    return Built(convert_args(root, project, project.model_dir), str(folder / mck.WEIGHTS), "its model config allows")
 
 
 def _held(lock: Path) -> Callable[[], AbstractContextManager[object]]:

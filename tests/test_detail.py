@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from changeling.config import TrainSettings
 from changeling.errors import UserError
 from changeling.evaluate.metrics import detail_ratio
+from changeling.models import checkpoint as mck
+from changeling.models.checkpoint_state import state_digest
 from changeling.models.detail import DetailConfig, DetailedModel, DetailNet, DetailStage
+from changeling.models.load import load_for_inference
 from changeling.project import Project, init_project
-from changeling.train import checkpoint as ck
 from changeling.train import loop
 from changeling.train.data import load_faces
 from changeling.train.detail import auto_scale, detail_config_for
@@ -39,10 +41,10 @@ def settings(**kw: object) -> TrainSettings:
     return dataclasses.replace(TrainSettings(), **{**SMALL, **kw})  # type: ignore[arg-type]
 
 
-def latest(project: Project) -> ck.LoadedCheckpoint:
-    path = ck.latest_checkpoint(project.model_dir)
+def latest(project: Project) -> mck.LoadedCheckpoint:
+    path = mck.latest_checkpoint(project.model_dir)
     assert path is not None
-    return ck.read_checkpoint(path)
+    return mck.read_checkpoint(path)
 
 
 # ------------------------------------------------------------------------------------------------- the network
@@ -109,7 +111,7 @@ def test_training_with_a_stage_saves_it_and_resumes_bit_exactly(tmp_path: Path) 
         assert torch.equal(a.weights[key], b.weights[key]), key
     # the stage learned something: not the bilinear enlargement any more
     assert any(t.abs().sum() > 0 for k, t in a.detail.weights.items() if k.endswith("tail.weight"))
-    model, info = ck.load_for_inference(whole.model_dir, "cpu")
+    model, info = load_for_inference(whole.model_dir, "cpu")
     assert isinstance(model, DetailedModel) and model.output_resolution == 64
 
 
@@ -118,7 +120,7 @@ def test_the_stage_makes_faces_sharper_than_the_plain_enlargement(tmp_path: Path
     into faces with more of the stored faces' fine structure than their bilinear enlargement has."""
     project = make_project(tmp_path / "p", n=6)
     loop.train(project, settings(max_steps=150, save_every=150), progress=False)
-    model, _ = ck.load_for_inference(project.model_dir, "cpu")
+    model, _ = load_for_inference(project.model_dir, "cpu")
     assert isinstance(model, DetailedModel)
     high = load_faces(project.faces_dir("B"), 64, progress=False)
     truth = high.images.float() / 255
@@ -170,24 +172,24 @@ def test_a_stage_cannot_be_removed_or_rescaled_and_needs_large_enough_faces(tmp_
 def test_a_checkpoint_whose_stage_belongs_to_another_model_is_refused(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     loop.train(project, settings(max_steps=2), progress=False)
-    path = ck.latest_checkpoint(project.model_dir)
+    path = mck.latest_checkpoint(project.model_dir)
     assert path is not None
-    state = json.loads((path / ck.STATE).read_text())
+    state = json.loads((path / mck.STATE).read_text())
     state["detail_config"]["resolution"] = 64  # a stage made for 64 px faces, re-signed
-    state["digest"] = ck._digest(state)
-    (path / ck.STATE).write_text(json.dumps(state))
+    state["digest"] = state_digest(state)
+    (path / mck.STATE).write_text(json.dumps(state))
     with pytest.raises(UserError, match="takes 64 px faces but this 32 px model"):
-        ck.load_for_inference(project.model_dir, "cpu")
+        load_for_inference(project.model_dir, "cpu")
     del state["detail_config"]  # weights without their config
-    state["digest"] = ck._digest(state)
-    (path / ck.STATE).write_text(json.dumps(state))
+    state["digest"] = state_digest(state)
+    (path / mck.STATE).write_text(json.dumps(state))
     with pytest.raises(UserError, match="without its weights, or the reverse"):
-        ck.read_state(path)
+        mck.read_state(path)
 
 
 def test_a_model_without_a_stage_loads_as_the_pair_model(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", size=32)
     loop.train(project, settings(max_steps=2), progress=False)  # faces at 32 px: auto makes no stage
-    model, info = ck.load_for_inference(project.model_dir, "cpu")
+    model, info = load_for_inference(project.model_dir, "cpu")
     assert info.detail is None and not isinstance(model, DetailedModel)
-    assert not (ck.latest_checkpoint(project.model_dir) / ck.DETAIL).exists()  # type: ignore[operator]
+    assert not (mck.latest_checkpoint(project.model_dir) / mck.DETAIL).exists()  # type: ignore[operator]

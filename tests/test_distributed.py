@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from changeling.models.checkpoint import latest_checkpoint, read_checkpoint
 from changeling.project import init_project
-from changeling.train.checkpoint import latest_checkpoint, read_checkpoint
 from changeling.train.testfaces import make_faces
 from conftest import run_cli
 

@@ -33,6 +33,8 @@ import torch
 from changeling.errors import UserError
 from changeling.faces.facefile import list_faces, read_face
 from changeling.faces.store import AlignmentStore, alignments_path
+from changeling.models import checkpoint as mck
+from changeling.models.load import load_for_inference
 from changeling.models.registry import Dims, create_model, preset_config
 from changeling.project import Project, init_project
 from changeling.train import checkpoint as ck
@@ -203,7 +205,7 @@ def unreadable_checkpoints(model_dir: Path) -> list[Path]:
     bad = []
     for folder in checkpoint_folders(model_dir):
         try:
-            loaded = ck.read_checkpoint(folder)
+            loaded = mck.read_checkpoint(folder)
         except UserError:
             bad.append(folder)
             continue
@@ -232,7 +234,7 @@ def interrupted_retention(model_dir: Path) -> list[Path]:
     real = shutil.rmtree
 
     def dies_midway(path: Any, *args: Any, **kw: Any) -> None:
-        (Path(path) / ck.STATE).unlink(missing_ok=True)
+        (Path(path) / mck.STATE).unlink(missing_ok=True)
         raise _Killed
 
     shutil.rmtree = dies_midway  # type: ignore[assignment]
@@ -269,7 +271,7 @@ def new_records(metrics: Path, offset: int) -> list[dict[str, Any]]:
 
 
 def latest_step(model_dir: Path) -> int | None:
-    found = ck.list_checkpoints(model_dir)
+    found = mck.list_checkpoints(model_dir)
     return found[-1][0] if found else None
 
 
@@ -335,8 +337,8 @@ def test_training_survives_20_kills_at_random_moments(tmp_path: Path, launcher: 
     straight = make_project(tmp_path / "straight")
     ref = launcher.start(train_args(straight, max_steps=target, save_every=1000))
     assert ref.wait() == 0, ref.stderr[-3000:]
-    got = ck.read_checkpoint(project.model_dir / "checkpoints" / ck.step_name(target))
-    want = ck.read_checkpoint(straight.model_dir / "checkpoints" / ck.step_name(target))
+    got = mck.read_checkpoint(project.model_dir / "checkpoints" / mck.step_name(target))
+    want = mck.read_checkpoint(straight.model_dir / "checkpoints" / mck.step_name(target))
     assert set(got.weights) == set(want.weights)
     assert all(torch.equal(got.weights[n], want.weights[n]) for n in want.weights), "resume after kills is not exact"
     print(f"{KILLS} kills, {mid_save} inside a checkpoint save, final step {target}: {log}")
@@ -399,7 +401,7 @@ def test_nan_in_a_running_trainer_rolls_back_and_training_continues(tmp_path: Pa
     assert "rolled back to step 4" in err and "rolled back to step 8" in err, err  # the newest checkpoints
     assert "Traceback" not in err
     assert_all_readable(project.model_dir)  # no checkpoint ever holds the NaN weights
-    state = ck.read_checkpoint(project.model_dir / "checkpoints" / ck.step_name(16)).state
+    state = mck.read_checkpoint(project.model_dir / "checkpoints" / mck.step_name(16)).state
     assert state["trainer"]["rollbacks"] == 2 and state["trainer"]["lr_scale"] == pytest.approx(0.25)
 
 
@@ -408,7 +410,7 @@ def test_the_reported_checkpoint_is_the_newest(tmp_path: Path, launcher: Launche
     run = launcher.start(train_args(project, max_steps=8, save_every=2))
     assert run.wait() == 0, run.stderr[-2000:]
     reported = run.stdout.strip().rsplit("model saved in ", 1)[-1]
-    assert Path(reported) == ck.latest_checkpoint(project.model_dir), run.stdout
+    assert Path(reported) == mck.latest_checkpoint(project.model_dir), run.stdout
 
 
 # --------------------------------------------------------------------------------------------- disk full
@@ -431,12 +433,12 @@ def disk_full(tmp_path_factory: pytest.TempPathFactory, launcher: Launcher) -> d
         readable = {}
         for folder in checkpoint_folders(project.model_dir):
             try:
-                ck.read_checkpoint(folder)
+                mck.read_checkpoint(folder)
                 readable[folder.name] = True
             except Exception:  # noqa: BLE001 - recorded, asserted below
                 readable[folder.name] = False
-        latest = ck.latest_checkpoint(project.model_dir)
-        model_ok = latest is not None and ck.load_for_inference(project.model_dir, "cpu")[1].step == int(
+        latest = mck.latest_checkpoint(project.model_dir)
+        model_ok = latest is not None and load_for_inference(project.model_dir, "cpu")[1].step == int(
             latest.name[5:])
         return {"code": code, "stderr": run.stderr, "listing": listing, "readable": readable, "model_ok": model_ok,
                 "model_dir": project.model_dir}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from changeling.models.decoder import DecoderOutput
+from changeling.models.load import load_for_inference
 from changeling.models.pair import ModelConfig, PairModel
 from changeling.models.reference import REFERENCE_SHAPES, build_reference, reference_flops
 from changeling.models.registry import PRESETS, Dims, create_model, preset_config
@@ -65,7 +66,7 @@ def test_save_then_load_gives_identical_outputs(small: tuple[str, PairModel], tm
     name, model = small
     req = ck.SaveRequest(step=7, weights=model.state_dict())
     ck.save_checkpoint(tmp_path, name, model.config, "whole", req)
-    loaded, info = ck.load_for_inference(tmp_path, "cpu")
+    loaded, info = load_for_inference(tmp_path, "cpu")
     assert info.preset == name and info.step == 7 and info.config == model.config and info.resolution == 32
     x = torch.rand(2, 3, 32, 32)
     for side in ("A", "B"):

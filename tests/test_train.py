@@ -21,8 +21,9 @@ from PIL import Image
 from changeling.config import TrainSettings
 from changeling.errors import UserError
 from changeling.faces.facefile import read_face, write_face
+from changeling.models import checkpoint as mck
+from changeling.models.load import load_for_inference
 from changeling.project import Project, init_project
-from changeling.train import checkpoint as ck
 from changeling.train import loop
 from changeling.train.data import load_faces
 from changeling.train.logs import read_metrics
@@ -55,9 +56,9 @@ def trainer(project: Project, s: TrainSettings, **kw: object) -> loop.Trainer:
 
 
 def weights(project: Project) -> dict[str, torch.Tensor]:
-    latest = ck.latest_checkpoint(project.model_dir)
+    latest = mck.latest_checkpoint(project.model_dir)
     assert latest is not None
-    return ck.read_checkpoint(latest).weights
+    return mck.read_checkpoint(latest).weights
 
 
 # ------------------------------------------------------------------------------------------------ learning
@@ -72,7 +73,7 @@ def test_learns_to_reconstruct_and_the_swap_differs(tmp_path: Path) -> None:
                             device="cpu")
     result = loop.train(project, s, progress=False)
     assert result.step == 300 and result.stopped == "max_steps"
-    model, info = ck.load_for_inference(project.model_dir, "cpu")
+    model, info = load_for_inference(project.model_dir, "cpu")
     assert info.face_type == "whole" and info.resolution == 64 and info.preset == "tiny" and info.step == 300
     fa = load_faces(project.faces_dir("A"), 64, progress=False)
     fb = load_faces(project.faces_dir("B"), 64, progress=False)
@@ -108,8 +109,8 @@ def test_resume_is_bit_exact_and_draws_the_same_next_batch(tmp_path: Path) -> No
     assert result.step == 6
     w1, w2 = weights(straight), weights(resumed)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
-    o1 = ck.read_checkpoint(ck.latest_checkpoint(straight.model_dir)).optimizer  # type: ignore[arg-type]
-    o2 = ck.read_checkpoint(ck.latest_checkpoint(resumed.model_dir)).optimizer  # type: ignore[arg-type]
+    o1 = mck.read_checkpoint(mck.latest_checkpoint(straight.model_dir)).optimizer  # type: ignore[arg-type]
+    o2 = mck.read_checkpoint(mck.latest_checkpoint(resumed.model_dir)).optimizer  # type: ignore[arg-type]
     assert all(torch.equal(o1[k], o2[k]) for k in o1)
 
 
@@ -139,12 +140,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pyt
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        _wait_for(lambda: any(s >= 4 for s, _ in ck.list_checkpoints(killed.model_dir)))
+        _wait_for(lambda: any(s >= 4 for s, _ in mck.list_checkpoints(killed.model_dir)))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         proc.kill()
-    killed_at = ck.list_checkpoints(killed.model_dir)[-1][0]
+    killed_at = mck.list_checkpoints(killed.model_dir)[-1][0]
     assert 4 <= killed_at < target
     r = run_cli(*_cli_args(killed, max_steps=target, save_every=2))
     assert r.returncode == 0, r.stderr
@@ -168,9 +169,9 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "saved" in err
-    step = ck.list_checkpoints(project.model_dir)[-1][0]
+    step = mck.list_checkpoints(project.model_dir)[-1][0]
     assert step >= 10 and f"stopped at step {step}" in err
-    ck.read_checkpoint(ck.list_checkpoints(project.model_dir)[-1][1])
+    mck.read_checkpoint(mck.list_checkpoints(project.model_dir)[-1][1])
 
 
 # ----------------------------------------------------------------------------------- memory and divergence
@@ -236,7 +237,7 @@ def test_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path: Path, monkey
     assert result.step == 9 and result.rollbacks == 1
     assert "rolled back to step 4" in caplog.text and "lowered the learning rate to 5.00e-04" in caplog.text
     assert all(torch.isfinite(v).all() for v in weights(project).values())
-    state = ck.read_checkpoint(ck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
+    state = mck.read_checkpoint(mck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
     assert state["trainer"]["lr_scale"] == 0.5
     metrics = read_metrics(project.logs_dir / "metrics.jsonl")
     assert metrics[-1]["lr"] == pytest.approx(5e-4)
@@ -256,13 +257,13 @@ def test_settings_may_change_on_resume_but_not_the_model_shape(tmp_path: Path,
     assert {"lr", "batch_size", "ssim_weight", "flip", "ema"} <= set(result.changed_settings)
     assert result.changed_settings["lr"] == (1e-3, 5e-4)
     assert "settings changed on resume" in caplog.text and "lr 0.001 -> 0.0005" in caplog.text
-    state = ck.read_checkpoint(ck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
-    assert state["settings"]["batch_size"] == 6 and ck.EMA in state["files"]
+    state = mck.read_checkpoint(mck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
+    assert state["settings"]["batch_size"] == 6 and mck.EMA in state["files"]
     with pytest.raises(UserError, match=r"model shape cannot change on resume \(enc_channels"):
         loop.train(project, settings(max_steps=6, e_dims=8), progress=False)
     with pytest.raises(UserError, match="holds a 'tiny' model.*Use --preset tiny"):
         loop.train(project, settings(max_steps=6, preset="df"), progress=False)
-    assert ck.list_checkpoints(project.model_dir)[-1][0] == 4  # nothing was overwritten
+    assert mck.list_checkpoints(project.model_dir)[-1][0] == 4  # nothing was overwritten
 
 
 def test_init_from_copies_the_encoder_only(tmp_path: Path) -> None:
@@ -298,7 +299,7 @@ def test_preview_grid_tiles_are_the_model_outputs(tmp_path: Path) -> None:
     frames = sorted(p.name for p in (project.previews_dir / "timelapse").iterdir())
     assert frames == ["step-00000002.png", "step-00000004.png"]
     grid = np.asarray(Image.open(project.previews_dir / "preview.png"))
-    model, _ = ck.load_for_inference(project.model_dir, "cpu")
+    model, _ = load_for_inference(project.model_dir, "cpu")
     fa = load_faces(project.faces_dir("A"), 32, progress=False)
     fb = load_faces(project.faces_dir("B"), 32, progress=False)
     idx = sample_indices(5, 4)
@@ -322,14 +323,14 @@ def test_logs_metrics_and_a_loss_plot(tmp_path: Path) -> None:
     assert {"loss_a", "loss_b", "lr", "examples_per_s", "memory_mb", "batch_size"} <= set(rows[0])
     with Image.open(project.logs_dir / "loss.png") as img:
         assert img.size[0] > 100
-    state = ck.read_checkpoint(ck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
+    state = mck.read_checkpoint(mck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
     assert [h[0] for h in state["trainer"]["history"]] == [10, 20]
 
 
 def test_the_reported_checkpoint_is_the_newest(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     result = loop.train(project, settings(max_steps=8, save_every=2, keep_last=2), progress=False)
-    assert result.checkpoint == ck.latest_checkpoint(project.model_dir) == project.model_dir / "checkpoints" / \
+    assert result.checkpoint == mck.latest_checkpoint(project.model_dir) == project.model_dir / "checkpoints" / \
         "step-00000008"
 
 
@@ -337,7 +338,7 @@ def test_max_time_stops_the_run(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     result = loop.train(project, settings(max_time=0.5, save_every=100000), progress=False)
     assert result.stopped == "max_time" and result.step >= 1
-    assert ck.list_checkpoints(project.model_dir)[-1][0] == result.step
+    assert mck.list_checkpoints(project.model_dir)[-1][0] == result.step
 
 
 def test_a_run_stopped_by_max_time_records_all_its_training_time(tmp_path: Path) -> None:
@@ -347,9 +348,9 @@ def test_a_run_stopped_by_max_time_records_all_its_training_time(tmp_path: Path)
     result = loop.train(project, settings(max_time=0.3, save_every=1, preview_every=1), progress=False,
                         frame_preview=lambda model, step, folder: time.sleep(0.4))
     assert result.stopped == "max_time"
-    latest = ck.latest_checkpoint(project.model_dir)
-    assert latest is not None and ck.list_checkpoints(project.model_dir)[-1][0] == result.step
-    assert ck.read_checkpoint(latest).state["trainer"]["elapsed"] >= 0.3
+    latest = mck.latest_checkpoint(project.model_dir)
+    assert latest is not None and mck.list_checkpoints(project.model_dir)[-1][0] == result.step
+    assert mck.read_checkpoint(latest).state["trainer"]["elapsed"] >= 0.3
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -423,9 +424,9 @@ def test_faces_are_resized_with_area_interpolation_and_masks_rasterised(tmp_path
 def test_a_tampered_latest_checkpoint_is_refused_and_the_previous_kept(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
     loop.train(project, settings(max_steps=4, save_every=2), progress=False)
-    latest = ck.latest_checkpoint(project.model_dir)
+    latest = mck.latest_checkpoint(project.model_dir)
     assert latest is not None and latest.name == "step-00000004"
-    w = latest / ck.WEIGHTS
+    w = latest / mck.WEIGHTS
     data = bytearray(w.read_bytes())
     data[-10] ^= 0xFF
     w.write_bytes(bytes(data))
@@ -433,7 +434,7 @@ def test_a_tampered_latest_checkpoint_is_refused_and_the_previous_kept(tmp_path:
     with pytest.raises(UserError, match=r"step-00000004/weights.safetensors: checkpoint file was changed or damaged"):
         loop.train(project, settings(max_steps=6, save_every=2), progress=False)
     assert sorted(p.name for p in (project.model_dir / "checkpoints").iterdir()) == before
-    ck.read_checkpoint(project.model_dir / "checkpoints" / "step-00000002")
+    mck.read_checkpoint(project.model_dir / "checkpoints" / "step-00000002")
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -444,7 +445,7 @@ def test_cli_trains_and_reports(tmp_path: Path) -> None:
     r = run_cli(*_cli_args(project, max_steps=3, save_every=3))
     assert r.returncode == 0, r.stderr
     assert "step 3: loss A" in r.stdout
-    assert ck.latest_checkpoint(project.model_dir) == project.model_dir / "checkpoints" / "step-00000003"
+    assert mck.latest_checkpoint(project.model_dir) == project.model_dir / "checkpoints" / "step-00000003"
     r = run_cli(*_cli_args(project, max_steps=4, preset="original"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1 and "holds a 'tiny' model" in r.stderr

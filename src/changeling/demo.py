@@ -88,7 +88,7 @@ def sample_clips(project: Project, spec: PairedSpec, progress: bool, *, seconds:
 
 def _trained_seconds(project: Project) -> tuple[float, int]:
     from changeling.evaluate.project import train_seconds
-    from changeling.train.checkpoint import latest_checkpoint, list_checkpoints
+    from changeling.models.checkpoint import latest_checkpoint, list_checkpoints
 
     latest = latest_checkpoint(project.model_dir)
     if latest is None:

@@ -52,8 +52,8 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     checkpoint: the scores, the steps and the training seconds."""
     from changeling.config import TrainSettings
     from changeling.evaluate.paired import PairedSpec, evaluate_model, make_paired_data
+    from changeling.models.load import load_for_inference
     from changeling.project import init_project
-    from changeling.train import checkpoint as ck
     from changeling.train.loop import train
 
     project = init_project(root / name)
@@ -67,7 +67,7 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     t0 = time.perf_counter()
     result = train(project, settings, progress=False)
     wall = time.perf_counter() - t0
-    model, info = ck.load_for_inference(project.model_dir, device)
+    model, info = load_for_inference(project.model_dir, device)
     data = make_paired_data(PairedSpec(), info.resolution, info.face_type)
     scores, ident = evaluate_model(model, data, identity=identity)
     row = {k: v for k, v in scores.as_dict().items() if k in SCORE_KEYS}

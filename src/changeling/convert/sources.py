@@ -122,7 +122,8 @@ class TrackerFaceSource:
 def load_model(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
     """The trained model in ``model_dir`` for inference, and its info (``resolution``, ``face_type``,
     ``preset``, ``step``). Raises :class:`UserError` when there is none."""
-    from changeling.train.checkpoint import load_for_inference, refuse_pickle
+    from changeling.models.checkpoint import refuse_pickle
+    from changeling.models.load import load_for_inference
 
     model_dir = Path(model_dir)
     refuse_pickle(model_dir)  # a .pth/.ckpt given as --model: say why it is refused

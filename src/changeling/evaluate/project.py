@@ -12,9 +12,10 @@ import torch
 from changeling.device import resolve_device
 from changeling.errors import UserError
 from changeling.evaluate.paired import PairedData, PairedSpec, evaluate_model, make_paired_data, write_report
+from changeling.models import checkpoint as ck
+from changeling.models.load import load_for_inference
 from changeling.progress import iterate
 from changeling.project import Project
-from changeling.train import checkpoint as ck
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
     rows = []
     for k, (step, path) in enumerate(iterate(found, desc="evaluating checkpoints", unit="ckpt",
                                              enabled=progress)):
-        model, info = ck.load_for_inference(path, dev)
+        model, info = load_for_inference(path, dev)
         key = (info.resolution, info.face_type)
         if key not in data:
             data[key] = make_paired_data(spec, info.resolution, info.face_type)

@@ -33,6 +33,7 @@ from changeling.config.train import TrainSettings
 from changeling.device import resolve_device
 from changeling.errors import ChangelingError, UserError
 from changeling.locks import ProcessLock
+from changeling.models import checkpoint as mck
 from changeling.models.detail import DetailConfig, DetailedModel, DetailStage
 from changeling.models.pair import ModelConfig, PairModel
 from changeling.models.registry import PRESETS, Dims, create_model, preset_config
@@ -239,7 +240,7 @@ def memory_bytes(device: torch.device) -> int:
         return 0
 
 
-def check_same_model(model_dir: Path, info: ck.ModelInfo, state: dict[str, Any], settings: TrainSettings,
+def check_same_model(model_dir: Path, info: mck.ModelInfo, state: dict[str, Any], settings: TrainSettings,
                      face_type: str | None) -> ModelConfig:
     """The saved model's config if the settings and faces fit it; else :class:`UserError` saying what differs."""
     if info.preset != settings.preset:
@@ -327,8 +328,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-        latest = ck.latest_checkpoint(paths.model_dir)
-        loaded = ck.read_checkpoint(latest) if latest is not None else None
+        latest = mck.latest_checkpoint(paths.model_dir)
+        loaded = mck.read_checkpoint(latest) if latest is not None else None
         self.preset = settings.preset
         self.config = check_same_model(paths.model_dir, loaded.info, loaded.state, settings, self.face_type) \
             if loaded is not None else model_config_for(settings)
@@ -421,21 +422,21 @@ class Trainer:
         free, _ = torch.cuda.mem_get_info(self.device)
         return faces.to(self.device) if faces.nbytes < free // 4 else faces
 
-    def _restore(self, loaded: ck.LoadedCheckpoint, *, first: bool) -> None:
+    def _restore(self, loaded: mck.LoadedCheckpoint, *, first: bool) -> None:
         """Load weights, optimizer, RNG and trainer state from a verified checkpoint."""
         path = loaded.info.path
-        ck.load_weights(self.model, loaded.weights, path / ck.WEIGHTS)
-        ck.load_optimizer_tensors(self.optimizer, self.model, loaded.optimizer, path / ck.OPTIMIZER)
+        mck.load_weights(self.model, loaded.weights, path / mck.WEIGHTS)
+        ck.load_optimizer_tensors(self.optimizer, self.model, loaded.optimizer, path / mck.OPTIMIZER)
         ck.restore_rng(loaded.optimizer)
         self.ema = None
         if self.settings.ema > 0:
             self.ema = copy.deepcopy(self.model).requires_grad_(False)
             if loaded.ema is not None:
-                ck.load_weights(self.ema, loaded.ema, path / ck.EMA)
+                mck.load_weights(self.ema, loaded.ema, path / mck.EMA)
         if self.detail is not None and loaded.detail is not None:
-            ck.load_weights(self.detail.stage, loaded.detail.weights, path / ck.DETAIL)
+            mck.load_weights(self.detail.stage, loaded.detail.weights, path / mck.DETAIL)
             ck.load_optimizer_tensors(self.detail.optimizer, self.detail.stage, loaded.detail.optimizer,
-                                      path / ck.DETAIL_OPTIMIZER)
+                                      path / mck.DETAIL_OPTIMIZER)
         trainer = loaded.state.get("trainer", {})
         self.step = loaded.info.step
         saved_settings = loaded.state.get("settings", {})
@@ -460,9 +461,9 @@ class Trainer:
 
     def _init_from(self, source: Path) -> None:
         """Copy the shared encoder (and shared inter layers) of another model into this new one."""
-        ck.refuse_pickle(source)
+        mck.refuse_pickle(source)
         folder = source / "model" if (source / "model").is_dir() and not (source / "checkpoints").is_dir() else source
-        other = ck.read_checkpoint(ck.find_model_checkpoint(folder), with_optimizer=False)
+        other = mck.read_checkpoint(mck.find_model_checkpoint(folder), with_optimizer=False)
         prefixes = self.model.shared_prefixes()
         own = {k: v for k, v in self.model.state_dict().items() if k.startswith(prefixes)}
         theirs = {k: v for k, v in other.weights.items() if k.startswith(prefixes)}
@@ -473,7 +474,7 @@ class Trainer:
         self.model.load_state_dict(theirs, strict=False)
         log.info("started from the encoder of %s (step %d)", other.info.path, other.info.step)
 
-    def _make_detail(self, detail: DetailFaces, loaded: ck.LoadedCheckpoint | None) -> DetailTrainer:
+    def _make_detail(self, detail: DetailFaces, loaded: mck.LoadedCheckpoint | None) -> DetailTrainer:
         """The detail stage (restored from the checkpoint when it has one) and its trainer."""
         config, faces_a, faces_b = detail
         with torch.random.fork_rng(devices=[]):
@@ -490,8 +491,8 @@ class Trainer:
                                 self.device, wrap=wrap)
         if loaded is not None and loaded.detail is not None:
             path = loaded.info.path
-            ck.load_weights(stage, loaded.detail.weights, path / ck.DETAIL)
-            ck.load_optimizer_tensors(trainer.optimizer, stage, loaded.detail.optimizer, path / ck.DETAIL_OPTIMIZER)
+            mck.load_weights(stage, loaded.detail.weights, path / mck.DETAIL)
+            ck.load_optimizer_tensors(trainer.optimizer, stage, loaded.detail.optimizer, path / mck.DETAIL_OPTIMIZER)
         else:
             log.info("a %dx detail stage starts (%d -> %d px)", config.scale, config.resolution,
                      config.output_resolution)
@@ -713,7 +714,7 @@ class Trainer:
                 log.warning("could not write the loss plot (%s)", exc.strerror or exc)
         barrier(self.dist)  # the other ranks may read this checkpoint (rollback) only once it exists
         if path is None:
-            path = ck.latest_checkpoint(self.paths.model_dir)
+            path = mck.latest_checkpoint(self.paths.model_dir)
         self.last_saved_step, self.last_saved_path = self.step, path
         return path
 
@@ -732,14 +733,14 @@ class Trainer:
         if self.rollbacks > MAX_ROLLBACKS:
             raise ChangelingError(f"{reason}; {MAX_ROLLBACKS} rollbacks did not help (learning rate now "
                                   f"{self.lr():.2e}); lower --lr or check the faces")
-        latest = ck.latest_checkpoint(self.paths.model_dir)
+        latest = mck.latest_checkpoint(self.paths.model_dir)
         if latest is None:
             raise ChangelingError(f"{reason} and there is no checkpoint to roll back to")
         scale = self.lr_scale
         bad_step = self.step
         now = time.perf_counter()
         elapsed = self.elapsed_before + (now - self._t_start)  # training time counts the lost steps too
-        self._restore(ck.read_checkpoint(latest), first=False)
+        self._restore(mck.read_checkpoint(latest), first=False)
         self.elapsed_before, self._t_start = elapsed, now
         self.lr_scale = min(scale, self.lr_scale) * 0.5
         log.warning("%s at step %d: rolled back to step %d and lowered the learning rate to %.2e", reason, bad_step,
@@ -884,12 +885,12 @@ def train(project: Project, settings: TrainSettings, *, init_from: Path | None =
 def _train_locked(project: Project, paths: TrainPaths, settings: TrainSettings, init_from: Path | None,
                   progress: bool, frame_preview: FramePreview | None, should_stop: Callable[[], bool] | None,
                   ctx: DistContext | None) -> TrainResult:
-    latest = ck.latest_checkpoint(paths.model_dir)
+    latest = mck.latest_checkpoint(paths.model_dir)
     if init_from is not None and latest is not None:
         raise UserError("--init-from only starts a new model, and this project already has one; move its "
                         "model folder away first", paths.model_dir)
     if latest is not None:
-        info, state = ck.read_state(latest)
+        info, state = mck.read_state(latest)
         config = check_same_model(paths.model_dir, info, state, settings, None)
     else:
         config = model_config_for(settings)
