@@ -367,8 +367,8 @@ def test_the_trainers_frame_preview_does_not_hang_on_a_hostile_store(tmp_path: P
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     """The trainer reads A's alignments for its full-frame preview: a crafted store is refused there (the preview
     is skipped with a warning) instead of hanging the trainer."""
-    from changeling.convert.train_preview import make_frame_preview
     from changeling.project import init_project
+    from changeling.train.frame_preview import make_frame_preview
 
     project = init_project(tmp_path / "proj")
     db = _valid_store(project.alignments_dir)

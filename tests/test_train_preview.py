@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from changeling.config import ExtractSettings
-from changeling.convert.train_preview import make_frame_preview
 from changeling.extract import extract
 from changeling.models.registry import create_model
 from changeling.project import init_project
 from changeling.provenance import verify_file
 from changeling.synth import make_clip, make_motion
+from changeling.train.frame_preview import make_frame_preview
 from changeling.train.preview import PREVIEW, TIMELAPSE, write_preview
 from changeling.train.testfaces import portrait
 

@@ -133,7 +133,7 @@ def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device:
     if left > 1:
         log.info("[3/6] training the %s model for %.1f more minutes (%.1f done); Ctrl+C stops and keeps it",
                  tr.preset, left / 60, done_s / 60)
-        from changeling.cli.train import frame_preview_for
+        from changeling.train.frame_preview import frame_preview_for
 
         result = train(project, dataclasses.replace(tr, max_time=left), progress=progress,
                        frame_preview=frame_preview_for(project))

@@ -7,15 +7,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import TrainSettings
 from changeling.errors import InterruptedRun
-from changeling.project import Project
-
-if TYPE_CHECKING:
-    from changeling.convert.train_preview import FramePreview
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def frame_preview_for(project: Project) -> FramePreview | None:
-    """The full-frame preview (A's footage with the swap pasted in) when A's faces and footage are there."""
-    from changeling.convert.train_preview import make_frame_preview
-    from changeling.faces import FaceFileError, list_faces, read_meta
-
-    faces = list_faces(project.faces_dir("A"))
-    try:
-        face_type = read_meta(faces[0]).face_type if faces else None
-    except FaceFileError:
-        face_type = None
-    return make_frame_preview(project, face_type) if face_type else None
-
-
 def run(args: argparse.Namespace) -> int:
     project, settings = project_and_settings(args, "train")
     from changeling.train import distributed
 
     if args.gpus is not None and not distributed.launched_by_torchrun():
         return distributed.launch(args.gpus, sys.argv[1:])
+    from changeling.train.frame_preview import frame_preview_for
     from changeling.train.loop import train  # torch and the models load only when training
 
     result = train(project, settings, init_from=args.init_from, progress=not args.quiet,

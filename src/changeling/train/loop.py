@@ -57,6 +57,7 @@ from changeling.train.distributed import (
     shutdown,
 )
 from changeling.train.events import EventLog
+from changeling.train.frame_preview import FramePreview
 from changeling.train.logs import MetricsLog, plot_losses
 from changeling.train.losses import LossWeights, face_loss
 from changeling.train.preview import sample_indices, write_preview
@@ -64,7 +65,6 @@ from changeling.types import Side
 
 log = logging.getLogger(__name__)
 
-FramePreview = Callable[[torch.nn.Module, int, Path], None]  # (model in eval mode, step, previews folder)
 DetailFaces = tuple[DetailConfig, FaceSet, FaceSet]  # the stage to train, and the faces at its output size
 StopReason = Literal["max_steps", "max_time", "interrupted", "steps_done"]
 

@@ -14,6 +14,7 @@ import torch
 from changeling.convert.blend import paste_back
 from changeling.detect.align import face_affine, rescale_affine, transform_points, warp_face
 from changeling.errors import UserError
+from changeling.faces.facefile import FaceFileError, list_faces, read_meta
 from changeling.faces.store import AlignmentStore
 from changeling.masks.masks import face_masks, feather
 from changeling.masks.raster import polygon_mask
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 FRAMES = 3
 MAX_SIDE = 720  # the strip is shown at most this wide or high
 
-FramePreview = Callable[[torch.nn.Module, int, Path], None]
+FramePreview = Callable[[torch.nn.Module, int, Path], None]  # (model in eval mode, step, previews folder)
 
 
 def _sample(project: Project, count: int) -> list[tuple[Frame, np.ndarray]]:
@@ -92,3 +93,13 @@ def make_frame_preview(project: Project, face_type: str, count: int = FRAMES) ->
         write_synthetic_image(previews_dir / "frames.png", np.ascontiguousarray(strip))
 
     return render
+
+
+def frame_preview_for(project: Project) -> FramePreview | None:
+    """The full-frame preview (A's footage with the swap pasted in) when A's faces and footage are there."""
+    faces = list_faces(project.faces_dir("A"))
+    try:
+        face_type = read_meta(faces[0]).face_type if faces else None
+    except FaceFileError:
+        face_type = None
+    return make_frame_preview(project, face_type) if face_type else None
