@@ -84,7 +84,7 @@ def test_convert_bench_splits_the_render_time(tmp_path: Path) -> None:
 def test_convert_bench_compares_another_marker_with_the_numpy_one(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from changeling.bench.convert_bench import bench_convert
-    from changeling.provenance import watermark
+    from changeling.provenance import batch_marker, watermark
 
     calls: list[int] = []
 
@@ -92,7 +92,7 @@ def test_convert_bench_compares_another_marker_with_the_numpy_one(tmp_path: Path
         calls.append(1)
         return watermark.embed_watermark(frame)
 
-    monkeypatch.setattr(watermark, "watermark_marker", lambda device: other_marker)
+    monkeypatch.setattr(batch_marker, "watermark_marker", lambda device: other_marker)
     for first in (False, True):
         calls.clear()
         out = bench_convert("720p", "cpu", frames=6, workers=2, work_dir=tmp_path, cpu_marker_too=True,

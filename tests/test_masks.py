@@ -8,9 +8,9 @@ import pytest
 from scipy import ndimage
 
 from changeling.detect import align
-from changeling.faces.facefile import MASK_NAMES
 from changeling.masks import masks as M
 from changeling.masks import regions as R
+from changeling.masks.masks import MASK_NAMES
 from changeling.masks.raster import polygon_mask
 
 

@@ -404,7 +404,7 @@ def test_cli_convert_mask_occlusion_without_a_segmenter_is_one_line(project: Pro
 
 
 def test_benchmark_scores_tell_a_perfect_mask_from_a_blind_one() -> None:
-    from changeling.occlusion.bench import kept_share, occluded_sequence, segmenter_iou
+    from changeling.bench.occlusion import kept_share, occluded_sequence, segmenter_iou
 
     seq = occluded_sequence(seconds=2.0, fps=4.0, size=128)
     assert any(c.max() > 0 for c in seq.covered) and any(c.max() == 0 for c in seq.covered)

@@ -29,6 +29,7 @@ from changeling.provenance import (
 )
 from changeling.provenance import c2pa as c2pa_marks
 from changeling.provenance import watermark as wm
+from changeling.provenance.batch_marker import watermark_marker
 from changeling.video.testclip import pattern_frame, write_clip
 from changeling.video.writer import write_video
 from conftest import run_cli
@@ -333,11 +334,11 @@ def test_verify_command(tmp_path: Path) -> None:
 
 def test_marker_for_the_cpu_is_the_numpy_embedder_and_a_gpu_one_marks_alike() -> None:
     torch = pytest.importorskip("torch")
-    assert wm.watermark_marker("cpu") is embed_watermark
+    assert watermark_marker("cpu") is embed_watermark
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA for the GPU marker")
     frame = cv2.resize(_portraits()[0], (320, 256), interpolation=cv2.INTER_AREA)
-    marked = wm.watermark_marker("cuda")(frame)
+    marked = watermark_marker("cuda")(frame)
     diff = np.abs(marked.astype(int) - embed_watermark(frame))
     assert marked.shape == frame.shape and diff.max() <= 1 and detect_watermark(marked) == (True, 1.0)
 

@@ -343,9 +343,9 @@ def _quick_scores(model: Any, data: Any, *, view: bool = False) -> dict[str, flo
 
 def occlusion(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
     """The occlusion segmenter on a 300-face synthetic project, scored on a held-out occluded sequence (see
-    :mod:`changeling.occlusion.bench`): IoU, occluder pixels kept by convert, clear-frame SSIM, training time."""
+    :mod:`changeling.bench.occlusion`): IoU, occluder pixels kept by convert, clear-frame SSIM, training time."""
+    from changeling.bench.occlusion import run
     from changeling.config import MasksSettings
-    from changeling.occlusion.bench import run
 
     dev: Any = "cuda" if device.startswith("cuda") else "cpu"
     with tempfile.TemporaryDirectory() as tmp:

@@ -115,7 +115,8 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     mask includes it; ``stages_ms['occlusion']`` is its own time per frame.
     """
     from changeling.models.registry import create_model
-    from changeling.provenance.watermark import embed_watermark, watermark_marker
+    from changeling.provenance.batch_marker import watermark_marker
+    from changeling.provenance.watermark import embed_watermark
 
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")

@@ -149,7 +149,7 @@ def build_converter(project: Project, source: Path, settings: ConvertSettings, *
     fly), and the colour matcher, masks, writer with provenance, and watermark."""
     from changeling.convert.sources import ModelSwapper, load_model
     from changeling.device import resolve_device
-    from changeling.provenance.watermark import watermark_marker
+    from changeling.provenance.batch_marker import watermark_marker
 
     device = resolve_device(settings.device)
     mdir = Path(model_dir) if model_dir is not None else project.model_dir

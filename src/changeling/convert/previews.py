@@ -17,9 +17,9 @@ from changeling.convert.color import COLOR_MATCHERS, color_matcher
 from changeling.convert.pipeline import Converter, FramePlan
 from changeling.convert.writers import RenderedFrame
 from changeling.errors import UserError
-from changeling.provenance.metadata import write_marked_image
+from changeling.provenance.marked import write_marked_image
 from changeling.provenance.watermark import has_room
-from changeling.types import Frame
+from changeling.types import Affine, Frame, Mask
 from changeling.video.reader import TimedFrame, open_frames
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,6 @@ def _occlusion_preview(converter: Converter, plan: FramePlan, frame: Frame, mask
     occlusion segmenter ran."""
     from changeling.convert.maskops import hull_mask
     from changeling.detect.align import transform_points
-    from changeling.occlusion.overlay import frame_overlay
-
     r = int(converter.swapper.resolution)
     faces = [(j.occlusion_mask, hull_mask(transform_points(j.landmarks, j.affine), r), j.affine)
              for j in plan.faces if j.occlusion_mask is not None]
@@ -122,3 +120,17 @@ def _occlusion_preview(converter: Converter, plan: FramePlan, frame: Frame, mask
         return None
     return side_by_side(frame, frame_overlay(frame, faces), mask, "occlusion", max_panel_width,
                         middle="occlusion: red covered, green swapped")
+
+
+def frame_overlay(frame: Frame, faces: Sequence[tuple[Mask, Mask, Affine]]) -> Frame:
+    """``frame`` (H, W, 3) uint8 with each face's occlusion mask drawn over it
+    (:func:`changeling.occlusion.overlay.tint_layers`). ``faces``: (visible, outline, affine) per face, masks
+    (R, R) in the face crop and ``affine`` (2, 3) frame -> crop."""
+    from changeling.occlusion.overlay import tint_layers
+
+    out = frame.copy()
+    for visible, outline, affine in faces:
+        for colour, weight in tint_layers(visible, outline):
+            solid = np.broadcast_to(colour, (*weight.shape, 3)).copy()
+            paste_back(out, solid, weight, affine, inplace=True)
+    return out

@@ -18,6 +18,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from changeling.errors import UserError
 from changeling.fileio import NotRegularFile, open_regular
+from changeling.masks.masks import MASK_NAMES, Polygon
 from changeling.types import Frame
 from changeling.video.images import write_image_atomic
 
@@ -25,7 +26,6 @@ CHUNK_KEY = "changeling"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 4_000_000
 FACE_TYPES = ("half", "mid", "full", "whole", "head")
-MASK_NAMES = ("hull", "extended", "left_eye", "right_eye", "mouth")
 # Bounds of coordinates, so that a value such as 1e308 is refused rather than trained on. Landmarks, the box
 # (mapped through the affine) and mask polygons must lie within MARGIN crop sides of the crop: the 'half' crop
 # cuts through the face, so its outline reaches about a fifth of a side past the crop's edges; a real face
@@ -40,9 +40,6 @@ MAX_BLUR = 1e9
 
 class FaceFileError(UserError):
     """A face PNG that cannot be used (unreadable image, missing or malformed metadata)."""
-
-
-Polygon = list[list[float]]  # [[x, y], ...] in face-crop pixels
 
 
 @dataclass

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from changeling.faces.facefile import MASK_NAMES, Polygon
 from changeling.masks import regions as R
 from changeling.masks.raster import polygon_mask
 from changeling.types import Mask
 
+MASK_NAMES = ("hull", "extended", "left_eye", "right_eye", "mouth")  # the polygons every face file holds
+Polygon = list[list[float]]  # [[x, y], ...] in face-crop pixels
 FOREHEAD_RISE = 0.25  # the extended mask reaches this fraction of the chin-to-forehead distance above the oval
 EYE_GROW = 1.4  # eye polygons: the eye contour's hull grown about its centre (lids and lashes)
 MOUTH_GROW = 1.15  # mouth polygon: the outer lip contour's hull grown about its centre

@@ -1,21 +1,20 @@
-"""The occlusion mask drawn over a frame or a face, for previews and the UI: the part of the face that something
-covers tinted red, the visible face tinted green, the rest untouched."""
+"""The occlusion mask drawn over a face, for previews and the UI: the part of the face that something covers
+tinted red, the visible face tinted green, the rest untouched. (Over a whole frame: convert's preview,
+:func:`changeling.convert.previews.frame_overlay`, pastes these tints back.)"""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from changeling.types import Affine, Frame, Mask
+from changeling.types import Frame, Mask
 
 COVERED = np.array([235, 40, 40], np.uint8)
 VISIBLE = np.array([40, 200, 80], np.uint8)
 COVERED_ALPHA, VISIBLE_ALPHA = 0.6, 0.25
 
 
-def _layers(visible: Mask, outline: Mask) -> list[tuple[NDArray[np.uint8], Mask]]:
+def tint_layers(visible: Mask, outline: Mask) -> list[tuple[NDArray[np.uint8], Mask]]:
     """(colour, weight) of the two tints: covered = outline and not visible, visible = both."""
     o = np.clip(np.asarray(outline, np.float32), 0, 1)
     v = np.clip(np.asarray(visible, np.float32), 0, 1) * o
@@ -27,19 +26,6 @@ def tint(image: Frame, visible: Mask, outline: Mask) -> Frame:
     """An aligned face (S, S, 3) uint8 with its covered part (``outline`` and not ``visible``) in red and its
     visible part in green; masks (S, S) in [0, 1]."""
     out = image.astype(np.float32)
-    for colour, weight in _layers(visible, outline):
+    for colour, weight in tint_layers(visible, outline):
         out = out * (1 - weight[..., None]) + colour.astype(np.float32) * weight[..., None]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def frame_overlay(frame: Frame, faces: Sequence[tuple[Mask, Mask, Affine]]) -> Frame:
-    """``frame`` (H, W, 3) uint8 with each face's occlusion mask drawn over it. ``faces``: (visible, outline,
-    affine) per face, masks (R, R) in the face crop and ``affine`` (2, 3) frame -> crop."""
-    from changeling.convert.blend import paste_back
-
-    out = frame.copy()
-    for visible, outline, affine in faces:
-        for colour, weight in _layers(visible, outline):
-            solid = np.broadcast_to(colour, (*weight.shape, 3)).copy()
-            paste_back(out, solid, weight, affine, inplace=True)
-    return out

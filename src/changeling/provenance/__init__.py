@@ -16,12 +16,8 @@ There is deliberately no setting that turns the marks off.
 from changeling.provenance.c2pa import ManifestFinding
 from changeling.provenance.c2pa import available as c2pa_available
 from changeling.provenance.c2pa import sign_file as attach_c2pa
-from changeling.provenance.metadata import (
-    MetadataFinding,
-    synthetic_metadata,
-    write_marked_image,
-    write_synthetic_image,
-)
+from changeling.provenance.marked import write_marked_image, write_synthetic_image
+from changeling.provenance.metadata import MetadataFinding, synthetic_metadata
 from changeling.provenance.verify import VerifyReport, verify_file
 from changeling.provenance.watermark import detect_watermark, embed_watermark, read_watermark
 

@@ -6,6 +6,7 @@ everything queued there before it, the model's next batch included. Here the thr
 marking thread, which takes what has arrived (up to ``max_batch`` frames), copies them into page-locked
 memory, and uploads, marks and downloads them on a stream of its own; each caller gets its own frame back.
 The arithmetic is :func:`embed_watermark_torch`'s, so the result equals marking the frame alone.
+:func:`watermark_marker` picks the marker for a device: this one on a GPU, the NumPy embedder elsewhere.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from changeling.provenance.watermark import _check_frame, embed_watermark_torch
+from changeling.provenance.watermark import _check_frame, embed_watermark, embed_watermark_torch
 from changeling.types import Frame
 
 _IDLE_S = 0.5  # the marking thread ends after this long without work (a later call starts it again)
@@ -138,3 +140,15 @@ class BatchMarker:
             self._host[shape] = (torch.empty(full, dtype=torch.uint8, pin_memory=True),
                                  torch.empty(full, dtype=torch.uint8, pin_memory=True))
         return self._host[shape]
+
+
+def watermark_marker(device: Any) -> Callable[[Frame], Frame]:
+    """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU a
+    :class:`BatchMarker`, which marks the frames of all render threads together on that GPU
+    (:func:`embed_watermark_torch` in batches, on a stream of its own)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return embed_watermark
+    return BatchMarker(dev)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -287,17 +286,3 @@ def embed_watermark_torch(frames: torch.Tensor) -> torch.Tensor:
     out = frames.clone()
     out[:, :h, :w] = (frames[:, :h, :w].to(torch.int16) + d.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
     return out
-
-
-def watermark_marker(device: torch.device | str) -> Callable[[Frame], Frame]:
-    """The frame marker for a convert on ``device``: :func:`embed_watermark` (NumPy) on the CPU; on a GPU a
-    :class:`~changeling.provenance.batch_marker.BatchMarker`, which marks the frames of all render threads
-    together on that GPU (:func:`embed_watermark_torch` in batches, on a stream of its own)."""
-    import torch
-
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return embed_watermark
-    from changeling.provenance.batch_marker import BatchMarker
-
-    return BatchMarker(dev)

@@ -20,7 +20,7 @@ from changeling.masks.masks import face_masks, feather
 from changeling.masks.raster import polygon_mask
 from changeling.models.detail import output_resolution
 from changeling.project import Project
-from changeling.provenance.metadata import write_synthetic_image
+from changeling.provenance.marked import write_synthetic_image
 from changeling.types import Frame
 from changeling.video import open_frames
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from changeling.provenance.metadata import write_synthetic_image
+from changeling.provenance.marked import write_synthetic_image
 
 COLUMNS = ("A", "A>A", "A>B", "B", "B>B", "B>A")  # input, reconstruction, swap; per side
 HEADER = 16  # pixels of the label strip above the tiles

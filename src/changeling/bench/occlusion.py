@@ -155,7 +155,7 @@ def convert_sequence(project: Project, seq: OccludedSequence, mask: str, work: P
     from changeling.convert.pipeline import Converter
     from changeling.convert.sources import ModelSwapper, load_model
     from changeling.convert.writers import provenance_writer_factory
-    from changeling.provenance.watermark import watermark_marker
+    from changeling.provenance.batch_marker import watermark_marker
 
     src = work / "frames"
     if not src.is_dir():
@@ -180,7 +180,7 @@ def kept_share(outputs: Sequence[Frame], seq: OccludedSequence, marked: bool = T
     hull (the pixels a swap would paste over) and anywhere. With ``marked`` the source frame is first given the
     provenance watermark every output frame carries (alone it moves about a quarter of a 256 px frame's pixels
     by more than 4 levels), so the share says what the swap did."""
-    from changeling.provenance.watermark import watermark_marker
+    from changeling.provenance.batch_marker import watermark_marker
 
     mark = watermark_marker("cpu")
     inside_ok = inside_n = all_ok = all_n = 0
