@@ -18,7 +18,7 @@ from changeling.convert import color as color_mod
 from changeling.convert import convert
 from changeling.convert.maskops import MaskBuilder
 from changeling.convert.pipeline import all_faces
-from changeling.extract import pipeline as extract_pipeline
+from changeling.extract import tracking as extract_tracking
 from changeling.models.registry import create_model
 from changeling.project import Project, init_project
 from changeling.train.checkpoint import SaveRequest, save_checkpoint
@@ -95,7 +95,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(module, "build_converter", build)
     monkeypatch.setattr(Project, "settings", settings)
-    monkeypatch.setattr(extract_pipeline, "default_tracker_factory", tracker_factory)
+    monkeypatch.setattr(extract_tracking, "default_tracker_factory", tracker_factory)
     return record
 
 

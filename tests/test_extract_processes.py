@@ -9,7 +9,7 @@ import pytest
 from changeling.bench.cases import moving_portrait_frames
 from changeling.config import ExtractSettings
 from changeling.extract import extract
-from changeling.extract import pipeline as P
+from changeling.extract import workers as P
 from changeling.project import init_project
 from changeling.video.testclip import write_clip
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from changeling.detect.align import face_affine, rescale_affine, transform_point
 from changeling.errors import UserError
 from changeling.locks import ProcessLock, already_running
 from changeling.progress import bar
+from changeling.stages import END, Channel, Stages
 from changeling.threads import opencv_threads
 from changeling.types import Affine, FaceType, Frame
 from changeling.video.process_reader import decode_process_wanted, start_process_frames
@@ -166,14 +166,6 @@ class _Timer:
         with self._lock:
             for stage, seconds in spent.items():
                 self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_END = object()
 
 
 # ---- the converter ----------------------------------------------------------------------------------------
@@ -349,64 +341,47 @@ class Converter:
             log.info("convert %s -> %s: %s", source, output, self.label)
         self.timer = _Timer()
         writer = self.writer_factory(output, frames)
-        stop = threading.Event()
-        decoded: queue.Queue[Any] = queue.Queue(maxsize=2 * self.batch_size)
-        ready: queue.Queue[Any] = queue.Queue(maxsize=2 * self.batch_size + max(self.workers, 1))
-        errors: list[BaseException] = []
         counts = {"frames": 0, "swapped": 0, "faces": 0}
         smoother = LandmarkSmoother(params_for_strength(self.smooth))
         pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="render") if self.workers > 0 else None
-        # the model runs in a thread of its own, one batch behind: the main thread plans the next batch (faces,
-        # smoothing, crops) while the model works on this one
-        model = ThreadPoolExecutor(1, thread_name_prefix="model")
-        pending: tuple[list[FramePlan], Future[None]] | None = None
         # on many cores the frames are decoded in a child process (its own GIL), else in the decode thread
         child = start_process_frames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
-        decoder = threading.Thread(target=self._decode, args=(child or frames, decoded, stop), name="decode",
-                                   daemon=True)
-        writer_thread = threading.Thread(target=self._write, args=(writer, ready, stop, errors, counts, pbar),
-                                         name="write", daemon=True)
         start = time.perf_counter()
         try:
-            decoder.start()
-            writer_thread.start()
-            chunk: list[TimedFrame] = []
-            while True:
-                item = self._get(decoded, stop, errors)
-                if isinstance(item, _Failed):
-                    raise item.exc
-                if item is None:
-                    raise RuntimeError("the decoder stopped")
-                if item is not _END:
-                    chunk.append(item)
-                if chunk and (item is _END or len(chunk) >= self.batch_size):
-                    plans = self.plan(chunk, smoother)
-                    swapped = model.submit(self.swap, plans)
-                    if pending is not None:
-                        self._hand_over(*pending, pool, writer, ready, stop, errors)
-                    pending = (plans, swapped)
-                    chunk = []
-                if item is _END:
-                    break
-            if pending is not None:
-                self._hand_over(*pending, pool, writer, ready, stop, errors)
-            self._put(ready, _END, stop, errors)
-            writer_thread.join()
-            if errors:
-                raise errors[0]
+            with Stages(join_timeout=30) as stages:
+                decoded: Channel[TimedFrame] = stages.channel(2 * self.batch_size)
+                ready: Channel[Future[tuple[RenderedFrame, object]]] = stages.channel(
+                    2 * self.batch_size + max(self.workers, 1))
+                pool = stages.pool(self.workers, "render") if self.workers > 0 else None
+                # the model runs in a thread of its own, one batch behind: the main thread plans the next batch
+                # (faces, smoothing, crops) while the model works on this one
+                model = stages.pool(1, "model")
+                stages.produce("decode", self._decoded(child or frames), decoded)
+                stages.consume("write", ready, lambda job: self._write(writer, job, counts, pbar))
+                pending: tuple[list[FramePlan], Future[None]] | None = None
+                chunk: list[TimedFrame] = []
+                while True:
+                    item = stages.get(decoded)
+                    if item is not END:
+                        chunk.append(item)
+                    if chunk and (item is END or len(chunk) >= self.batch_size):
+                        plans = self.plan(chunk, smoother)
+                        swapped = model.submit(self.swap, plans)
+                        if pending is not None:
+                            self._hand_over(*pending, pool, writer, stages, ready)
+                        pending = (plans, swapped)
+                        chunk = []
+                    if item is END:
+                        break
+                if pending is not None:
+                    self._hand_over(*pending, pool, writer, stages, ready)
+                stages.put(ready, END)
+                stages.join()
             path = writer.close()
         except BaseException:
-            stop.set()
-            writer_thread.join(timeout=30)
-            writer.abort()
+            writer.abort()  # every stage has ended: nothing writes to the temporary output any more
             raise
         finally:
-            stop.set()
-            model.shutdown(wait=True, cancel_futures=True)
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-            decoder.join(timeout=30)
             if child is not None:
                 child.close()
             pbar.close()
@@ -421,13 +396,12 @@ class Converter:
                         source, report.faces_found)
         return report
 
-    # -- threads --
+    # -- stages --
 
     def _hand_over(self, plans: list[FramePlan], swapped: Future[None], pool: ThreadPoolExecutor | None,
-                   writer: FrameWriter, ready: queue.Queue[Any], stop: threading.Event,
-                   errors: list[BaseException]) -> None:
+                   writer: FrameWriter, stages: Stages, ready: Channel[Future[tuple[RenderedFrame, object]]]) -> None:
         """Once the model has done ``plans`` (its error raised here), render them: in the pool, in frame order
-        on the writer's queue."""
+        on the writer's channel."""
         swapped.result()
         for plan in plans:
             fut: Future[tuple[RenderedFrame, object]]
@@ -436,7 +410,7 @@ class Converter:
                 fut.set_result(self._finish(plan, writer))
             else:
                 fut = pool.submit(self._finish, plan, writer)
-            self._put(ready, fut, stop, errors)
+            stages.put(ready, fut)
 
     def _finish(self, plan: FramePlan, writer: FrameWriter) -> tuple[RenderedFrame, object]:
         """Render a frame and do the writer's unordered share of the work (runs in the render pool)."""
@@ -446,77 +420,29 @@ class Converter:
         self.timer.add("prepare", time.perf_counter() - t0)
         return rendered, prepared
 
-    def _decode(self, frames: Iterable[TimedFrame], out: queue.Queue[Any], stop: threading.Event) -> None:
-        try:
-            it = iter(frames)
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                tf = next(it, None)
-                self.timer.add("decode", time.perf_counter() - t0)
-                if tf is None:
-                    break
-                self._put(out, tf, stop, [])
-            self._put(out, _END, stop, [])
-        except _Stopped:
-            return
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-            try:
-                self._put(out, _Failed(exc), stop, [])
-            except _Stopped:
-                return
-
-    def _write(self, writer: FrameWriter, ready: queue.Queue[Any], stop: threading.Event, errors: list[BaseException],
-               counts: dict[str, int], pbar: Any) -> None:
-        try:
-            while True:
-                item = self._get(ready, stop, [])
-                if item is _END or item is None:
-                    return
-                rendered, prepared = item.result()
-                t0 = time.perf_counter()
-                writer.write(rendered, prepared)
-                self.timer.add("write", time.perf_counter() - t0)
-                counts["frames"] += 1
-                if rendered.swapped:
-                    counts["swapped"] += 1
-                    counts["faces"] += len(rendered.patches)
-                pbar.update(1)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-            errors.append(exc)
-            stop.set()
-
-    @staticmethod
-    def _put(q: queue.Queue[Any], item: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+    def _decoded(self, frames: Iterable[TimedFrame]) -> Iterator[TimedFrame]:
+        """The frames, the time spent decoding each added to the ``decode`` stage (runs in the decode thread)."""
+        it = iter(frames)
         while True:
-            if errors:
-                raise errors[0]
-            if stop.is_set() and item is not _END and not isinstance(item, _Failed):
-                raise _Stopped
-            try:
-                q.put(item, timeout=0.1)
+            t0 = time.perf_counter()
+            tf = next(it, None)
+            self.timer.add("decode", time.perf_counter() - t0)
+            if tf is None:
                 return
-            except queue.Full:
-                if errors:
-                    raise errors[0] from None
-                if stop.is_set():
-                    raise _Stopped from None
+            yield tf
 
-    @staticmethod
-    def _get(q: queue.Queue[Any], stop: threading.Event, errors: list[BaseException]) -> Any:
-        while True:
-            if errors:
-                raise errors[0]
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                if stop.is_set():
-                    if errors:
-                        raise errors[0] from None
-                    return None
-
-
-class _Stopped(Exception):
-    """Another stage failed; this one stops quietly."""
+    def _write(self, writer: FrameWriter, job: Future[tuple[RenderedFrame, object]], counts: dict[str, int],
+               pbar: Any) -> None:
+        """Write one rendered frame, in frame order (runs in the write thread; a render error is raised here)."""
+        rendered, prepared = job.result()
+        t0 = time.perf_counter()
+        writer.write(rendered, prepared)
+        self.timer.add("write", time.perf_counter() - t0)
+        counts["frames"] += 1
+        if rendered.swapped:
+            counts["swapped"] += 1
+            counts["faces"] += len(rendered.patches)
+        pbar.update(1)
 
 
 def check_model(*, preset: str, resolution: int, face_type: str, model_dir: Path, expected_preset: str | None,

@@ -93,7 +93,7 @@ def _face_source(project: Project, source: Path, side: str, alignments: Path | N
         found = find_alignments(project.alignments_dir, source)
         if found is not None:
             return StoreFaceSource(found), f"alignments {found}"
-    from changeling.extract.pipeline import default_tracker_factory
+    from changeling.extract.tracking import default_tracker_factory
 
     return TrackerFaceSource(default_tracker_factory(tracking)), "tracking"
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from changeling.convert.pipeline import DetectedFace
 from changeling.errors import UserError
-from changeling.extract.pipeline import Tracker, TrackerFactory
+from changeling.extract.tracking import Tracker, TrackerFactory
 from changeling.faces.store import AlignmentStore, content_hash
 from changeling.types import FaceType, Side
 from changeling.video.reader import FrameSource, TimedFrame
@@ -100,7 +100,7 @@ class TrackerFaceSource:
     """Faces found on the fly by the landmark tracker (detection only where the face is lost).
 
     ``make_tracker`` gives a fresh tracker (no memory of earlier frames) for each video, e.g.
-    :func:`changeling.extract.pipeline.default_tracker_factory`.
+    :func:`changeling.extract.tracking.default_tracker_factory`.
     """
 
     def __init__(self, make_tracker: TrackerFactory) -> None:
