@@ -28,6 +28,10 @@ class TrainSettings:
                                        help="pair-model steps per detail-stage step")
     detail_start: int = settings_field(0, min=0, label="detail start (step)",
                                        help="steps before the detail stage starts training")
+    detail_gan: float = settings_field(0.0, min=0.0, max=1.0, label="detail GAN weight",
+                                       help="weight of the detail stage's adversarial term against a critic of the "
+                                       "person's real faces (0: off); sharper skin and hair, a little less "
+                                       "faithful to the exact pixels")
     train_pair: bool = settings_field(True, label="train the pair model", help="train the pair model (off: only the "
                                       "detail stage trains; the pair model stays as it is)")
     batch_size: int = settings_field(0, min=0, max=65536, label="batch size",
