@@ -22,8 +22,8 @@ from changeling.extract import extract
 from changeling.faces.store import AlignmentStore, alignments_path
 from changeling.project import init_project
 from changeling.synth import make_clip, make_motion
-from changeling.types import DetectorName
 from changeling.video import open_frames
+from changeling.vocab import DetectorName
 
 RIGHT_EYE, LEFT_EYE = (33, 133), (362, 263)  # mesh corners of the subject's right eye (image left), left eye
 

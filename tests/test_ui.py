@@ -524,39 +524,46 @@ def test_a_planted_dead_or_reused_pid_is_not_the_job(tmp_path: Path) -> None:
 
 
 def test_train_args_parse_with_the_cli(tmp_path: Path) -> None:
-    from changeling.ui.app import train_args
+    from changeling.ui.commands import train_args
+    from changeling.ui.tab_train import FIELDS
 
     project = init_project(tmp_path / "p")
-    settings = TrainSettings(preset="tiny", batch_size=4, lr=3e-4, preview_every=5, save_every=50, device="cpu")
-    ns = build_parser().parse_args(train_args(project, settings, current_step=120, steps=30, minutes=1.5))
+    settings = TrainSettings(preset="df", batch_size=4, lr=3e-4, preview_every=5, save_every=50, device="cpu",
+                             flip=False)
+    ns = build_parser().parse_args(train_args(project, settings, FIELDS, current_step=120, steps=30, minutes=1.5))
     assert ns.command == "train" and ns.project == project.root
     assert (ns.preset, ns.batch_size, ns.lr, ns.preview_every, ns.save_every, ns.device) == \
-        ("tiny", 4, 3e-4, 5, 50, "cpu")
+        ("df", 4, 3e-4, 5, 50, "cpu")
+    assert ns.flip is None  # not on the tab: the project's changeling.toml decides
     assert int(ns.max_steps) == 150  # 30 more steps after the model's 120
     assert parse_duration(ns.max_time) == 90.0
-    ns = build_parser().parse_args(train_args(project, settings, current_step=120, steps=0, minutes=0))
+    ns = build_parser().parse_args(train_args(project, settings, FIELDS, current_step=120, steps=0, minutes=0))
     assert int(ns.max_steps) == 0 and parse_duration(ns.max_time) == 0.0  # no limits: until stopped
     with pytest.raises(UserError):
-        train_args(project, settings, 0, -1, 0)
+        train_args(project, settings, FIELDS, 0, -1, 0)
 
 
 def test_extract_and_convert_args_parse_with_the_cli(tmp_path: Path) -> None:
-    from changeling.ui.app import convert_args, extract_args
+    from changeling.config import ExtractSettings
+    from changeling.ui import tab_convert, tab_extract
+    from changeling.ui.commands import convert_args, extract_args
 
     project = init_project(tmp_path / "p")
     clip = project.root / "inputs" / "a.mp4"
-    ns = build_parser().parse_args(extract_args(project, "B", [clip], 64, "full", "short", 2))
+    es = ExtractSettings(size=64, face_type="full", detector="short", every_nth=2, max_faces=3)
+    ns = build_parser().parse_args(extract_args(project, "B", [clip], es, tab_extract.FIELDS))
     assert (ns.command, ns.side, ns.inputs, int(ns.size), ns.face_type, ns.detector, int(ns.every_nth)) == \
         ("extract", "B", [clip], 64, "full", "short", 2)
+    assert ns.max_faces is None  # not on the tab
     with pytest.raises(UserError):
-        extract_args(project, "C", [clip], 64, "full", "short", 1)
+        extract_args(project, "C", [clip], es, tab_extract.FIELDS)
     with pytest.raises(UserError):
-        extract_args(project, "A", [], 64, "full", "short", 1)
-    cs = ConvertSettings(color="hist", mask="hull", erode=3, blur=5, smooth=0.25, direction="b2a")
+        extract_args(project, "A", [], es, tab_extract.FIELDS)
+    cs = ConvertSettings(color="hist", mask="hull", erode=-3, blur=5, smooth=0.25, direction="b2a")
     out = project.output_dir / "a_swap.mp4"
-    ns = build_parser().parse_args(convert_args(project, clip, out, cs))
+    ns = build_parser().parse_args(convert_args(project, clip, out, cs, tab_convert.FIELDS))
     assert (ns.input, ns.output, ns.color, ns.mask, int(ns.erode), int(ns.blur), float(ns.smooth), ns.direction) \
-        == (clip, out, "hist", "hull", 3, 5, 0.25, "b2a")
+        == (clip, out, "hist", "hull", -3, 5, 0.25, "b2a")
 
 
 # ---- state read from a project -------------------------------------------------------------------------------
@@ -806,6 +813,34 @@ def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
     _plant(other.root, {"kind": "convert", "argv": ["changeling", "convert", "-o", str(secret_mp4)],
                         "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
     assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1]))
+
+
+@quiet_gradio
+def test_a_tab_starts_its_job_with_the_settings_of_its_form(served: Served) -> None:
+    from changeling.ui.tab_train import FIELDS
+
+    project = served.ws.open("formed", create=True)
+    # the Train tab's handler, as the page calls it: the tab's settings, then the run's steps and minutes
+    chosen = {"preset": "df", "batch_size": 4, "lr": 3e-4, "preview_every": 5, "save_every": 50, "device": "cpu"}
+    form = [chosen.get(name, getattr(TrainSettings(), name)) for name in FIELDS] + [0, 1.5]
+    served.call("start_training", form)
+    runner = served.ws.runner(project)
+    wait_for(lambda: not runner.poll().running, timeout=120)  # it fails at once: the project has no faces
+    argv = runner.poll().argv
+    ns = build_parser().parse_args(argv[argv.index("train"):])
+    assert ns.project == project.root
+    assert {name: getattr(ns, name) for name in chosen} == chosen
+    assert (ns.max_steps, parse_duration(ns.max_time)) == (0, 90.0)
+    assert argv[-2:] == ["--max-steps=0", "--max-time=90s"]
+    saved = served.ws.remembered(project)
+    assert (saved["train.preset"], saved["train.batch_size"], saved["train.minutes"]) == ("df", 4, 1.5)
+    # a value out of range is refused on the page and starts nothing
+    code, _, body = served.request("POST", "/gradio_api/call/start_training", {"Content-Type": "application/json"},
+                                   json.dumps({"data": [*form[:-1], -1]}).encode())  # -1 minutes
+    event = json.loads(body)["event_id"]
+    code, _, body = served.request("GET", f"/gradio_api/call/start_training/{event}")
+    assert body.startswith(b"event: error"), body
+    assert runner.poll().argv == argv
 
 
 def _file_urls(outputs: Any) -> list[str]:

@@ -166,7 +166,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with pytest.MonkeyPatch.context() as mp:
         # short, small sample clips for the test (the UI uses the demo's clip maker and its sizes)
         mp.setattr(demo, "TRAIN_SECONDS", 2.0)
-        mp.setattr(demo, "CLIP_SIZE", 96)
+        mp.setattr(demo, "CLIP_SIZE", 128)  # the smallest frame the provenance watermark fits (convert previews)
         srv = Server(tmp_path_factory.mktemp("ui-home"))
         try:
             yield srv
@@ -309,7 +309,7 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
     # Train: tiny preset, batch 4, no step limit; reload the page while it runs; stop it from the page
     tab(page, "Train")
     choose(page, "train-preset", "tiny")
-    fill_number(page, "train-batch", 4)
+    fill_number(page, "train-batch-size", 4)
     fill_number(page, "train-steps", 0)
     fill_number(page, "train-preview-every", 5)
     pg.locator("#train-start").click()
@@ -362,6 +362,9 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
     pg.locator("#verify-run").click()
     pg.wait_for_function("() => document.querySelector('#verify-verdict').innerText.includes('NOT MARKED')")
     assert "A_train.mp4" in pg.locator("#verify-report textarea").input_value()
+
+    # every tab was opened and each is there once (a stray child of gr.Tabs makes the page repeat them)
+    assert pg.get_by_role("tab").all_inner_texts() == ["Project", "Extract", "Train", "Convert", "Verify"]
 
     # the page fetched nothing from anywhere but this server
     assert page.requests

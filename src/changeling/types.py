@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from numpy.typing import NDArray
+
+from changeling.vocab import DeviceChoice, FaceType, Side  # the choice sets, re-exported
 
 Frame = NDArray[np.uint8]  # (H, W, 3) RGB
 Image = NDArray[np.uint8]  # (H, W, 3) RGB or (H, W) grey
@@ -15,7 +15,5 @@ Points = NDArray[np.float32]  # (N, 2) x, y pixels
 Landmarks = NDArray[np.float32]  # (468 or 478, 3) x, y pixels in the frame, z relative depth
 Box = NDArray[np.float32]  # (4,) x0, y0, x1, y1 pixels
 
-Side = Literal["A", "B"]
-FaceType = Literal["half", "mid", "full", "whole", "head"]
-DeviceChoice = Literal["auto", "cpu", "cuda"]
-DetectorName = Literal["short", "full"]  # the keys of changeling.detect.registry.DETECTORS
+
+__all__ = ["Affine", "Box", "DeviceChoice", "FaceType", "Frame", "Image", "Landmarks", "Mask", "Points", "Side"]

@@ -15,6 +15,7 @@ from changeling.bench.runner import (
     write_json,
 )
 from changeling.cli.common import add_common
+from changeling.vocab import DEVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a dated row per case to a RESULTS.md. Cases: " + ", ".join(CASES)))
     p.add_argument("cases", nargs="*", help="cases to run (default on CPU: " + ", ".join(CPU_DEFAULT) +
                    "; on CUDA: all)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="device (default: cuda if present)")
+    p.add_argument("--device", choices=[d for d in DEVICES if d != "auto"], default=None, help="device (default: cuda if present)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     p.add_argument("--json-out", type=Path, default=None, help="write the full results as JSON here")
     p.add_argument("--record", type=Path, default=None, metavar="RESULTS_MD", help="append rows to this file")

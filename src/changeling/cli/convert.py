@@ -8,6 +8,7 @@ from pathlib import Path
 
 from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import ConvertSettings
+from changeling.vocab import WRITER_KINDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", type=int, default=None, metavar="FRAME",
                    help="write a side-by-side PNG (original | swapped | mask) of this frame for each colour mode "
                         "into PROJECT/previews (or the -o folder) instead of converting")
-    p.add_argument("--writer", choices=["video", "images", "patches"], default=None,
+    p.add_argument("--writer", choices=WRITER_KINDS, default=None,
                    help="what to write: a video, an image sequence, or swapped patches with their transforms "
                         "(default: images for image inputs, else video)")
-    p.add_argument("--reference", type=Path, nargs="*", default=None,
-                   help="images of the person to replace (with --which reference)")
+    p.add_argument("--reference", type=Path, action="append", default=None, metavar="IMAGE",
+                   help="an image of the person to replace (with --which reference); repeat it for more images")
     p.add_argument("--swap-direction", action="store_true", help="swap B's faces to A instead (same as "
                    "--direction b2a)")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: PROJECT/model)")

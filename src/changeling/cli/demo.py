@@ -7,6 +7,7 @@ from pathlib import Path
 
 from changeling.cli.common import add_common
 from changeling.errors import UserError
+from changeling.vocab import DEVICES, PRESET_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "preset, convert, verify the provenance marks and evaluate. Rerunning resumes."))
     p.add_argument("--project", "-p", type=Path, default=Path("demo"), help="project folder (default: demo)")
     p.add_argument("--minutes", type=float, default=10.0, help="total training time in minutes (default: 10)")
-    p.add_argument("--preset", default="tiny", help="model preset for a new demo project (default: tiny)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run")
+    p.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="model preset for a new demo project (default: tiny)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
     add_common(p, project=False)
     p.set_defaults(func=run)
 

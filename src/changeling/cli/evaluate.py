@@ -8,6 +8,7 @@ import json
 from changeling.cli.common import add_common
 from changeling.errors import UserError
 from changeling.project import open_project
+from changeling.vocab import DEVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--view-size", type=int, default=256, metavar="PX",
                    help="side of the fixed view the swap is scored in (the whole face; default: 256, about a "
                         "face in a 720p frame)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the model runs")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_common(p)
     p.set_defaults(func=run)

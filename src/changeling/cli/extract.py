@@ -7,6 +7,7 @@ from pathlib import Path
 
 from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import ExtractSettings
+from changeling.vocab import SIDES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,13 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Find the faces in videos, images or image folders of one person, align them and save them to the "
         "project's faces/SIDE folder, with a per-video alignments file that makes the run resumable."))
     p.add_argument("inputs", nargs="+", type=Path, help="videos, images, folders of images or patterns")
-    p.add_argument("--side", required=True, choices=["A", "B"], help="which person these inputs show")
+    p.add_argument("--side", required=True, choices=SIDES, help="which person these inputs show")
     p.add_argument("--preview", type=Path, default=None,
                    help="also write a PNG with boxes and landmarks drawn on sample frames")
-    p.add_argument("--reference", type=Path, nargs="+", default=None, metavar="IMAGE",
-                   help="keep only faces of the person in these images (needs the [identity] extra)")
-    p.add_argument("--exclude", type=Path, nargs="+", default=None, metavar="IMAGE",
-                   help="drop faces of the people in these images (needs the [identity] extra)")
+    p.add_argument("--reference", type=Path, action="append", default=None, metavar="IMAGE",
+                   help="keep only faces of the person in this image; repeat it for more images of them (needs "
+                        "the [identity] extra)")
+    p.add_argument("--exclude", type=Path, action="append", default=None, metavar="IMAGE",
+                   help="drop faces of the person in this image; repeat it for more people or images (needs the "
+                        "[identity] extra)")
     add_common(p)
     add_settings_flags(p, ExtractSettings)
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from changeling.cli.common import add_common, project_and_settings
+from changeling.vocab import SIDES, SORT_KEYS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,9 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("sort", "order faces for pruning by renaming with a prefix"),
                        ("cluster", "group faces by identity into subfolders")):
         q = fsub.add_parser(name, help=text, description=text)
-        q.add_argument("--side", required=True, choices=["A", "B"], help="which faces folder")
+        q.add_argument("--side", required=True, choices=SIDES, help="which faces folder")
         if name == "sort":
-            q.add_argument("--by", choices=["identity", "blur", "yaw", "size"], default="blur", help="sort key")
+            q.add_argument("--by", choices=SORT_KEYS, default="blur", help="sort key")
             q.add_argument("--undo", action="store_true", help="remove the sort prefixes again")
         if name == "cluster":
             q.add_argument("--gather", action="store_true",

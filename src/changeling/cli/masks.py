@@ -7,6 +7,7 @@ from pathlib import Path
 
 from changeling.cli.common import add_common, add_settings_flags, project_and_settings
 from changeling.config import MasksSettings
+from changeling.vocab import SIDES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "something covers it. Stored in PROJECT/faces/SIDE/masks/ by the face's identity, so they "
                         "survive `faces sort`, `faces cluster` and `faces clean`.")
     i.add_argument("masks", type=Path, nargs="+", help="mask PNGs or folders of them")
-    i.add_argument("--side", required=True, choices=["A", "B"], help="whose faces they correct")
+    i.add_argument("--side", required=True, choices=SIDES, help="whose faces they correct")
     add_common(i)
     i.set_defaults(func=import_)
     e = msub.add_parser("export", help="write every face's current occlusion mask as a PNG to correct by hand",
                         description="Write one grey PNG per face, named like the face file: its hand correction, "
                         "else the segmenter's mask, else the face outline. Paint them and `masks import` them.")
-    e.add_argument("--side", required=True, choices=["A", "B"], help="which faces")
+    e.add_argument("--side", required=True, choices=SIDES, help="which faces")
     e.add_argument("-o", "--output", type=Path, default=None,
                    help="folder to write (default: PROJECT/masks_export/SIDE)")
     add_common(e)

@@ -1,9 +1,10 @@
 """Settings machinery: dataclass defaults, then the project's ``changeling.toml``, then command-line flags.
 
-Each stage owns one settings dataclass (``extract.py``, ``train.py``, ``convert.py`` beside this file). A field's
-allowed values come from its type (``Literal`` choices, ``int``, ``float``, ``bool``, ``str``) and from optional
-``metadata={"min": .., "max": ..}``. Unknown keys and bad values raise :class:`UserError` naming the key, the
-source (file or flag) and what is allowed.
+Each stage owns one settings dataclass (``extract.py``, ``train.py``, ``convert.py``, ``masks.py`` beside this
+file). A field's allowed values come from its type (``Literal`` choices, ``int``, ``float``, ``bool``, ``str``)
+and from the range :func:`settings_field` records. Unknown keys and bad values raise :class:`UserError` naming
+the key, the source (file or flag) and what is allowed. :mod:`changeling.config.schema` turns the same fields
+into command-line flags, job command lines and UI widgets.
 """
 
 from __future__ import annotations
@@ -168,14 +169,20 @@ def parse_duration(text: str) -> float:
     return h * 3600 + mi * 60 + se
 
 
-def settings_field(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
-                   help: str = "", duration: bool = False) -> Any:  # noqa: A002
-    """A dataclass field with an allowed range and a help text for the CLI."""
-    meta: dict[str, Any] = {"help": help}
+def settings_field(default: Any, *, label: str = "", help: str = "",  # noqa: A002
+                   min: float | None = None, max: float | None = None,  # noqa: A002
+                   step: float | None = None, duration: bool = False) -> Any:
+    """A dataclass field with what every surface shows of it (:mod:`changeling.config.schema`): a short
+    ``label`` (the UI's widget title), a ``help`` text (the CLI's help, the UI's info line), an allowed range
+    ``min``..``max`` (checked by :func:`apply`), a ``step`` (a float with one is a UI slider) and whether a
+    float is a ``duration`` in seconds that also takes text such as ``1h30m``."""
+    meta: dict[str, Any] = {"help": help, "label": label}
     if duration:
         meta["duration"] = True
     if min is not None:
         meta["min"] = min
     if max is not None:
         meta["max"] = max
+    if step is not None:
+        meta["step"] = step
     return dataclasses.field(default=default, metadata=meta)

@@ -13,14 +13,15 @@ consistent face. When the mask selects fewer than :data:`MIN_PIXELS` pixels the 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 import scipy.fft
 from numpy.typing import NDArray
 
-ColorMode = Literal["none", "mean", "rct", "hist", "mkl", "seamless"]
+from changeling.vocab import COLOR_MODES, check_registry
+
 FloatImage = NDArray[np.float32]  # (H, W, 3) in [0, 1]
 MIN_PIXELS = 16
 _EPS = 1e-6
@@ -249,6 +250,7 @@ COLOR_MATCHERS: dict[str, ColorMatcher] = {
     "mkl": mkl,
     "seamless": seamless,
 }
+check_registry("colour mode", COLOR_MATCHERS, COLOR_MODES)
 
 
 def color_matcher(mode: str) -> ColorMatcher:

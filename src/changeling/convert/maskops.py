@@ -21,9 +21,29 @@ from changeling.masks.masks import combine_masks, convex_hull, erode_dilate, fac
 from changeling.masks.masks import feather as feather_centred
 from changeling.masks.raster import polygon_mask
 from changeling.types import Mask
+from changeling.vocab import MASK_KINDS, MaskKind, check_registry
 
-MaskKind = Literal["predicted", "hull", "extended", "combined", "occlusion"]
-OCCLUSION_KINDS: tuple[MaskKind, ...] = ("occlusion", "combined")  # the kinds that use the occlusion mask
+
+@dataclass(frozen=True)
+class MaskRecipe:
+    """What one mask kind is made of, combined by the minimum: a landmark ``outline`` (or none), the decoder's
+    ``predicted`` mask, and the occlusion mask (``"required"``, ``"optional"``: used when there is one, or
+    ``"unused"``)."""
+
+    outline: Literal["hull", "extended"] | None
+    predicted: bool
+    occlusion: Literal["required", "optional", "unused"]
+
+
+MASK_RECIPES: dict[str, MaskRecipe] = {
+    "predicted": MaskRecipe(None, True, "unused"),
+    "hull": MaskRecipe("hull", False, "unused"),
+    "extended": MaskRecipe("extended", False, "unused"),
+    "combined": MaskRecipe("hull", True, "optional"),
+    "occlusion": MaskRecipe("hull", False, "required"),
+}
+check_registry("mask", MASK_RECIPES, MASK_KINDS)
+OCCLUSION_KINDS: tuple[MaskKind, ...] = tuple(k for k in MASK_KINDS if MASK_RECIPES[k].occlusion != "unused")
 
 
 def landmark_mask(points: np.ndarray, size: int, name: Literal["hull", "extended"]) -> Mask:
@@ -115,28 +135,21 @@ class MaskBuilder:
             ) -> Mask:
         """The mask before erosion and feathering (S, S) float32. ``occlusion`` (S, S): the segmenter's
         visible-face mask of this crop."""
-        need_points = self.kind in ("hull", "extended", "combined", "occlusion")
-        if need_points and points is None:
-            raise ValueError(f"mask {self.kind!r} needs landmarks")
-        if self.kind in ("predicted", "combined") and predicted is None:
-            raise ValueError(f"mask {self.kind!r} needs the decoder's predicted mask")
-        if self.kind == "occlusion" and occlusion is None:
-            raise ValueError("mask 'occlusion' needs the occlusion segmenter's mask")
-        if self.kind == "predicted":
-            assert predicted is not None
-            return np.asarray(predicted, dtype=np.float32)
-        assert points is not None
-        if self.kind == "hull":
-            return hull_mask(points, size)
-        if self.kind == "extended":
-            return extended_mask(points, size)
-        parts = [hull_mask(points, size)]
-        if self.kind == "combined":
-            assert predicted is not None
+        recipe = MASK_RECIPES[self.kind]
+        parts: list[Mask] = []
+        if recipe.outline is not None:
+            if points is None:
+                raise ValueError(f"mask {self.kind!r} needs landmarks")
+            parts.append(hull_mask(points, size) if recipe.outline == "hull" else extended_mask(points, size))
+        if recipe.predicted:
+            if predicted is None:
+                raise ValueError(f"mask {self.kind!r} needs the decoder's predicted mask")
             parts.append(np.asarray(predicted, dtype=np.float32))
-        if occlusion is not None:
+        if recipe.occlusion == "required" and occlusion is None:
+            raise ValueError(f"mask {self.kind!r} needs the occlusion segmenter's mask")
+        if recipe.occlusion != "unused" and occlusion is not None:
             parts.append(occlusion_ramp(occlusion))
-        return combine(*parts)
+        return parts[0] if len(parts) == 1 else combine(*parts)
 
     def __call__(self, predicted: Mask | None, points: np.ndarray | None, size: int,
                  occlusion: Mask | None = None) -> Mask:

@@ -118,6 +118,10 @@ def _select(which: str, reference: Sequence[Path]) -> FaceFilter:
     return matching
 
 
+NO_SEGMENTER_NOTE = (" (no occlusion segmenter in this project, so nothing in front of the face is kept; "
+                     "`changeling masks train` makes one)")
+
+
 def _occlusion(project: Project, settings: ConvertSettings, device: torch.device) -> Segmenter | None:
     """The project's occlusion segmenter when the mask uses it: required by ``occlusion``, used by ``combined``
     when there is one. One that belongs to another project is refused either way."""
@@ -127,9 +131,6 @@ def _occlusion(project: Project, settings: ConvertSettings, device: torch.device
     if settings.mask not in OCCLUSION_KINDS:
         return None
     segmenter = load_project_segmenter(project.root, str(device), required=settings.mask == "occlusion")
-    if segmenter is None:
-        log.info("mask combined: no occlusion segmenter in this project, so nothing in front of the face is kept "
-                 "(`changeling masks train` makes one)")
     return segmenter
 
 
@@ -192,7 +193,8 @@ def convert(project: Project, source: Path, output: Path | None, settings: Conve
                                  alignments=alignments, track=track, reference=reference, progress=progress)
     conv.label = (f"model {plan.model_dir} ({plan.preset}, {plan.resolution} px, step {plan.step}), faces from "
                   f"{plan.faces_from}, colour {settings.color}, mask {settings.mask}"
-                  + (f" (occlusion segmenter {conv.occlusion.path})" if isinstance(conv.occlusion, Segmenter) else ""))
+                  + (f" (occlusion segmenter {conv.occlusion.path})" if isinstance(conv.occlusion, Segmenter)
+                     else NO_SEGMENTER_NOTE if settings.mask == "combined" else ""))
     from changeling.threads import torch_threads
 
     with torch_threads(1 if plan.device.type == "cpu" else None):

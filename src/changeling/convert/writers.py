@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -29,11 +29,9 @@ from changeling.provenance.watermark import MIN_SIDE
 from changeling.types import Affine, Frame, Mask
 from changeling.video.reader import FrameSource
 from changeling.video.writer import VideoWriter, partial_path
+from changeling.vocab import IMAGE_FORMATS, WRITER_KINDS, ImageFormat, WriterKind, check_registry
 
 log = logging.getLogger(__name__)
-
-WriterKind = Literal["video", "images", "patches"]
-ImageFormat = Literal["png", "jpg"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +189,7 @@ def _png_info(metadata: Mapping[str, str]) -> PngImagePlugin.PngInfo:
 
 
 _MIME = {"png": "image/png", "jpg": "image/jpeg"}
+check_registry("image format", _MIME, IMAGE_FORMATS)
 
 
 class ImageSequenceWriter(_FolderWriter):
@@ -311,6 +310,30 @@ class PatchWriter(_FolderWriter):
         return super().close()
 
 
+@dataclass(frozen=True)
+class WriterParts:
+    """The provenance parts of :func:`writer_factory`; each kind of writer takes the ones it uses."""
+
+    crf: int
+    image_format: ImageFormat
+    metadata: Mapping[str, str]
+    encode_image: Callable[[np.ndarray, ImageFormat], bytes] | None
+    sign_image: ImageSigner | None
+    sign_file: FileSigner | None
+    mark_patch: Callable[[Frame], Frame] | None
+
+
+WRITERS: dict[str, Callable[[Path, FrameSource, WriterParts], FrameWriter]] = {
+    "video": lambda output, source, p: VideoFileWriter(output, source, crf=p.crf, metadata=p.metadata,
+                                                       sign=p.sign_file),
+    "images": lambda output, source, p: ImageSequenceWriter(output, source, fmt=p.image_format, metadata=p.metadata,
+                                                            encode=p.encode_image, sign=p.sign_image),
+    "patches": lambda output, source, p: PatchWriter(output, source, metadata=p.metadata, sign=p.sign_image,
+                                                     mark=p.mark_patch),
+}
+check_registry("writer", WRITERS, WRITER_KINDS)
+
+
 def writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat = "png",
                    metadata: Mapping[str, str] | None = None,
                    encode_image: Callable[[np.ndarray, ImageFormat], bytes] | None = None,
@@ -319,17 +342,11 @@ def writer_factory(kind: WriterKind, *, crf: int = 18, image_format: ImageFormat
     """A factory ``(output, source) -> FrameWriter`` for one kind of output, with its provenance parts:
     container/image ``metadata``, an image encoder that embeds it, C2PA signers and the watermark for patches
     (see :func:`provenance_writer_factory` for the ones changeling uses)."""
-    meta = dict(metadata or {})
+    build = WRITERS[kind]
+    parts = WriterParts(crf, image_format, dict(metadata or {}), encode_image, sign_image, sign_file, mark_patch)
 
     def make(output: Path, source: FrameSource) -> FrameWriter:
-        if kind == "video":
-            return VideoFileWriter(output, source, crf=crf, metadata=meta, sign=sign_file)
-        if kind == "images":
-            return ImageSequenceWriter(output, source, fmt=image_format, metadata=meta, encode=encode_image,
-                                       sign=sign_image)
-        if kind == "patches":
-            return PatchWriter(output, source, metadata=meta, sign=sign_image, mark=mark_patch)
-        raise ValueError(f"unknown writer {kind!r}")
+        return build(output, source, parts)
 
     return make
 

@@ -15,9 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from changeling.detect import template as T
-from changeling.types import Affine, FaceType, Frame
+from changeling.types import Affine, Frame
+from changeling.vocab import FACE_TYPES, FaceType, check_registry
 
-FACE_TYPES: tuple[FaceType, ...] = ("half", "mid", "full", "whole", "head")
+check_registry("face type", T.FACE_TYPE_SQUARES, FACE_TYPES)  # the template file is generated
 Interpolation = Literal["auto", "linear", "area", "cubic"]
 
 _TEMPLATE = np.asarray(T.POINTS, dtype=np.float64)  # (468, 2) template units

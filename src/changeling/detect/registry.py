@@ -1,19 +1,18 @@
 """The face detectors extraction and convert's tracking can use, by name (``ExtractSettings.detector``).
 
 Adding one: a class that meets :class:`~changeling.detect.detection.Detector`, an entry here, and its name in
-:data:`changeling.types.DetectorName` (the settings' choice set, checked against this registry at import).
+:data:`changeling.vocab.DetectorName` (the settings' choice set, checked against this registry at import).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import get_args
 
 import torch
 
 from changeling.detect.detection import Detector
 from changeling.detect.detector import BlazeFaceDetector
-from changeling.types import DetectorName
+from changeling.vocab import DETECTOR_NAMES, DetectorName, check_registry
 
 # (device, min_score, batch_size) -> a detector on that device, keeping detections scoring at least min_score
 DetectorFactory = Callable[[torch.device, float, int], Detector]
@@ -31,9 +30,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     "full": _blazeface("full"),  # BlazeFace full range: 192 px input, small faces too
 }
 
-if set(DETECTORS) != set(get_args(DetectorName)):
-    raise ImportError(f"detector registry {sorted(DETECTORS)} does not match the settings' choices "
-                      f"{sorted(get_args(DetectorName))} (changeling.types.DetectorName)")
+check_registry("detector", DETECTORS, DETECTOR_NAMES)
 
 
 def make_detector(name: str, *, device: torch.device, min_score: float = 0.5, batch_size: int = 64) -> Detector:

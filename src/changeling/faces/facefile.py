@@ -21,11 +21,11 @@ from changeling.fileio import NotRegularFile, open_regular
 from changeling.masks.masks import MASK_NAMES, Polygon
 from changeling.types import Frame
 from changeling.video.images import write_image_atomic
+from changeling.vocab import FACE_TYPES
 
 CHUNK_KEY = "changeling"
 FORMAT_VERSION = 1
 MAX_META_BYTES = 4_000_000
-FACE_TYPES = ("half", "mid", "full", "whole", "head")
 # Bounds of coordinates, so that a value such as 1e308 is refused rather than trained on. Landmarks, the box
 # (mapped through the affine) and mask polygons must lie within MARGIN crop sides of the crop: the 'half' crop
 # cuts through the face, so its outline reaches about a fifth of a side past the crop's edges; a real face

@@ -53,12 +53,12 @@ class Deadline:
             yield
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError):  # the caller's mistakes, not the file's
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema's error text may not be UTF-8
             raise self.error(path, exc) from None
         finally:
             self.until = math.inf
 
-    def error(self, path: Path, exc: sqlite3.Error) -> UserError:
+    def error(self, path: Path, exc: sqlite3.Error | UnicodeDecodeError) -> UserError:
         if self.expired:
             return UserError(f"a query on this alignments file ran past its {QUERY_SECONDS:.0f} s limit and was "
                              "stopped (a damaged or hostile file?); delete it to extract again", path)
@@ -77,7 +77,7 @@ def connect(path: Path, mode: Mode, deadline: Deadline) -> sqlite3.Connection:
         uri += "&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise deadline.error(path, exc) from None
     try:
         conn.set_progress_handler(deadline, PROGRESS_STEPS)

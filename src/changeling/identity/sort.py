@@ -21,7 +21,6 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -32,11 +31,10 @@ from changeling.faces.facefile import FaceMeta, list_faces, read_face, read_meta
 from changeling.identity.embed import FaceEmbedder, distances
 from changeling.masks.raster import polygon_mask
 from changeling.progress import iterate
+from changeling.vocab import SORT_KEYS, SortKey
 
 log = logging.getLogger(__name__)
 
-SortKey = Literal["identity", "blur", "yaw", "size"]
-SORT_KEYS: tuple[str, ...] = get_args(SortKey)
 MANIFEST = ".changeling-sort.json"
 PENDING = ".changeling-sorting-"
 

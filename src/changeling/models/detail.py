@@ -102,8 +102,29 @@ class DetailNet(nn.Module):
         return (base + self.tail(self.ups(h))).clamp(0, 1)
 
 
+class Critic(nn.Module):
+    """A patch critic for adversarial training of one identity's detail network: (B, 3, P, P) faces in [0, 1]
+    -> (B, 1, P/8, P/8) scores, high for the person's real faces. Used only while training."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        act = leaky(0.2)
+        layers: list[nn.Module] = []
+        ci = 3
+        for co in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(ci, co, 4, 2, 1), act()]
+            ci = co
+        layers.append(nn.Conv2d(ci, 1, 3, 1, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x * 2 - 1)
+
+
 class DetailStage(nn.Module):
-    """The detail networks of both identities: ``stage(x, side)`` enlarges faces rendered as ``side``."""
+    """The detail networks of both identities: ``stage(x, side)`` enlarges faces rendered as ``side``. It holds
+    each identity's critic too (``critic_a``, ``critic_b``: training only, so that adversarial training resumes
+    exactly; inference ignores them)."""
 
     def __init__(self, config: DetailConfig) -> None:
         super().__init__()
@@ -111,6 +132,14 @@ class DetailStage(nn.Module):
         self.config = config
         self.net_a = DetailNet(config)
         self.net_b = DetailNet(config)
+        self.critic_a = Critic()
+        self.critic_b = Critic()
+
+    def nets(self) -> list[nn.Module]:
+        return [self.net_a, self.net_b]
+
+    def critics(self) -> list[nn.Module]:
+        return [self.critic_a, self.critic_b]
 
     def forward(self, x: torch.Tensor, side: Side) -> torch.Tensor:
         return (self.net_a if side == "A" else self.net_b)(x)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from changeling.models.pair import ModelConfig, PairModel
+from changeling.vocab import PRESET_NAMES, check_registry
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ PRESETS: dict[str, Preset] = {
     "liae": Preset("SAEHD-class LIAE: shared encoder and decoder, per-identity inter layers (128-256 px)",
                    Dims(128, 64, 256, 64), _liae, 128, wide=Dims(256, 96, 256, 96)),
 }
+check_registry("preset", PRESETS, PRESET_NAMES)
 
 
 def preset_config(name: str, dims: Dims | None = None) -> ModelConfig:

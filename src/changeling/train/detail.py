@@ -26,6 +26,8 @@ from changeling.types import Side
 PATCH = 32  # input patch side at the model's resolution (the whole face when that is smaller)
 BATCH = 8  # faces per side per detail step
 LR = 1e-3
+CRITIC_LR = 4e-4
+CRITIC_BETAS = (0.5, 0.999)
 BACKGROUND = 0.25  # loss weight of the pixels outside the face mask
 SCALE_FOR = ((64, 4), (128, 2))  # model resolution up to -> the largest scale "auto" picks
 
@@ -53,15 +55,27 @@ def detail_config_for(choice: str, resolution: int, stored_size: int) -> DetailC
 
 
 class BothSides(nn.Module):
-    """Both identities' networks in one forward (what DistributedDataParallel wraps: every parameter is used
-    in every step)."""
+    """One detail step's forward for both identities (what DistributedDataParallel wraps): each network enlarges
+    its patches; with ``gan`` > 0 each critic also scores them. Returns the enlarged patches, the generators'
+    adversarial terms (the critics' weights held constant for them) and the critics' hinge losses."""
 
     def __init__(self, stage: DetailStage) -> None:
         super().__init__()
         self.stage = stage
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.stage(a, "A"), self.stage(b, "B")
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor, ya: torch.Tensor, yb: torch.Tensor, gan: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out_a, out_b = self.stage(xa, "A"), self.stage(xb, "B")
+        zero = out_a.new_zeros(())
+        if not gan:
+            return out_a, out_b, zero, zero
+        adv, critic = zero, zero
+        for critic_net, out, real in ((self.stage.critic_a, out_a, ya), (self.stage.critic_b, out_b, yb)):
+            frozen = {n: p.detach() for n, p in critic_net.named_parameters()}
+            adv = adv - torch.func.functional_call(critic_net, frozen, (out,)).float().mean()
+            critic = critic + F.relu(1 - critic_net(real).float()).mean() + \
+                F.relu(1 + critic_net(out.detach()).float()).mean()
+        return out_a, out_b, adv, critic
 
 
 def detail_loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -97,7 +111,12 @@ class DetailTrainer:
                                  f"got {tuple(m.shape)}")
         self.stage, self.faces, self.masks, self.device = stage, faces, masks, device
         self.batch, self.patch = batch, min(patch, stage.config.resolution)
-        self.optimizer = torch.optim.AdamW(stage.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
+        nets = [p for m in stage.nets() for p in m.parameters()]
+        critics = [p for m in stage.critics() for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW([{"params": nets, "lr": lr, "base_lr": lr},
+                                            {"params": critics, "lr": CRITIC_LR, "base_lr": CRITIC_LR,
+                                             "betas": CRITIC_BETAS}], betas=(0.9, 0.999), weight_decay=0.0)
+        self.nets = nets
         both = BothSides(stage)
         self.forward = wrap(both) if wrap is not None else both
         self.gen = torch.Generator(device=device)
@@ -120,18 +139,25 @@ class DetailTrainer:
         weights = mask[window].clamp_min(BACKGROUND)
         return rec[:, :, oy:oy + p, ox:ox + p].contiguous(), high[window], weights
 
-    def step(self, reconstruct: Reconstruct, seed: int, *, amp: bool = False, clip: float = 1.0) -> torch.Tensor:
-        """One detail step with patches drawn from a generator seeded with ``seed``; returns the (2,) detached
+    def set_lr(self, scale: float) -> None:
+        """Every parameter group at ``scale`` times its base learning rate (the trainer's rollback scale)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * scale
+
+    def step(self, reconstruct: Reconstruct, seed: int, *, amp: bool = False, clip: float = 1.0,
+             gan: float = 0.0) -> torch.Tensor:
+        """One detail step with patches drawn from a generator seeded with ``seed``; with ``gan`` > 0 the
+        adversarial term at that weight (and the critics' own step). Returns the (2,) detached reconstruction
         losses of A and B."""
         self.gen.manual_seed(seed)
         xa, ya, wa = self._side_batch("A", reconstruct)
         xb, yb, wb = self._side_batch("B", reconstruct)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            out_a, out_b = self.forward(xa, xb)  # type: ignore[operator]
+            out_a, out_b, adv, critic = self.forward(xa, xb, ya, yb, gan > 0)  # type: ignore[operator]
         loss_a, loss_b = detail_loss(out_a, ya, wa), detail_loss(out_b, yb, wb)
-        (loss_a + loss_b).backward()
+        (loss_a + loss_b + gan * adv + critic).backward()
         if clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.stage.parameters(), clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(self.nets, clip, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return torch.stack([loss_a.detach(), loss_b.detach()])

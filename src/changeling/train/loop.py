@@ -76,6 +76,7 @@ HISTORY_KEEP = 20_000  # loss history entries kept in the checkpoint
 SHAPE_FIELDS = ("preset", "resolution", "e_dims", "ae_dims", "d_dims")
 LOCK_NAME = ".train.lock"
 DETAIL_SALT = 7  # the detail stage's random draws use their own seed
+GAN_WARMUP = 200  # steps of the detail stage before its adversarial term joins (its critics learn meanwhile)
 
 
 class NonFiniteLoss(ChangelingError):
@@ -485,7 +486,9 @@ class Trainer:
         wrap = None
         if self.dist is not None:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            wrap = lambda m: torch.nn.parallel.DistributedDataParallel(m, device_ids=ids)  # noqa: E731
+            # the critics sit out the steps without the adversarial term
+            wrap = lambda m: torch.nn.parallel.DistributedDataParallel(  # noqa: E731
+                m, device_ids=ids, find_unused_parameters=True)
         trainer = DetailTrainer(stage, {"A": faces_a.images, "B": faces_b.images},
                                 {"A": faces_a.masks[:, :1].clone(), "B": faces_b.masks[:, :1].clone()},
                                 self.device, wrap=wrap)
@@ -596,13 +599,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.pending.append(losses)
         if self.detail is not None and self._detail_due():
-            for group in self.detail.optimizer.param_groups:
-                group["lr"] = self.detail_lr * self.lr_scale
+            self.detail.set_lr(self.lr_scale)
             seed = step_seed(self.settings.seed + DETAIL_SALT, self.step)
             if self.dist is not None:
                 seed = (seed + 1_000_003 * self.dist.rank) % 2**63
+            gan = self.settings.detail_gan if self.step >= self.settings.detail_start + GAN_WARMUP else 0.0
             self.pending_detail.append(self.detail.step(self._reconstruct, seed, amp=self.amp,
-                                                        clip=self.settings.grad_clip))
+                                                        clip=self.settings.grad_clip, gan=gan))
         self.step += 1
 
     def _detail_due(self) -> bool:

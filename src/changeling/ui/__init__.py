@@ -1,6 +1,7 @@
 """The web UI (``changeling ui``, extra ``[ui]``): the whole workflow in a browser, on Gradio.
 
-:mod:`changeling.ui.app` builds the page and serves it; :mod:`changeling.ui.jobs` runs the long jobs (extract,
+:mod:`changeling.ui.app` builds the page (one module per tab, ``tab_*.py``, sharing :mod:`changeling.ui.page`)
+and serves it; :mod:`changeling.ui.jobs` runs the long jobs (extract,
 train, convert) as child processes of the server running the same ``changeling`` commands a user would type,
 so they survive a page reload, a closed browser and even a restarted server; :mod:`changeling.ui.gate`
 lets in only requests for this server's names, from its own page, with this launch's token;

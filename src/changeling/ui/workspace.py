@@ -19,10 +19,10 @@ from changeling.project import CONFIG_NAME, Project, init_project, open_project
 from changeling.ui import paths
 from changeling.ui.jobs import JobRunner
 from changeling.ui.state import MetricsTail, inputs_dir
+from changeling.vocab import SIDES
 
 log = logging.getLogger(__name__)
 
-SIDES = ("A", "B")
 FORM = "ui_form.json"  # PROJECT/logs: what the page's forms last held, so a reopened page shows it again
 
 
