@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no-detail": {"detail": "off"},
+    "lr1e-3": {"lr": 1e-3},
+    "lr1e-3-no-detail": {"lr": 1e-3, "detail": "off"},
+    "lr2e-3": {"lr": 2e-3},
+    "lr1e-3-gan": {"lr": 1e-3, "detail_gan": 0.1},
+    "lr1e-3-detail-every-2": {"lr": 1e-3, "detail_every": 2},
 }
 AB_DEFAULT = ("no-detail", "default")
 SCORE_KEYS = ("view_ssim", "view_detail", "view_psnr", "view_landmark_error", "view_jitter", "ssim",
@@ -64,25 +69,31 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     base = TrainSettings(device=device, seed=seed, max_time=budget_s, preview_every=100, save_every=100,  # type: ignore[arg-type]
                          snapshot_every=0)
     settings = dataclasses.replace(base, **overrides)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(project, settings, progress=False)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     model, info = load_for_inference(project.model_dir, device)
     data = make_paired_data(PairedSpec(), info.resolution, info.face_type)
     scores, ident = evaluate_model(model, data, identity=identity)
     row = {k: v for k, v in scores.as_dict().items() if k in SCORE_KEYS}
     row.update(is_convincing=scores.is_convincing(ident), variant=name, overrides=overrides, steps=result.step,
-               train_s=round(wall, 1), detail=info.detail.scale if info.detail is not None else 1,
+               train_s=round(wall, 1), cpu_s=round(cpu, 1), detail=info.detail.scale if info.detail is not None else 1,
                closer_to_B=ident["closer_to_B"] if ident else None)
     return row
 
 
 def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0, identity: bool = True,
-            keep: Path | None = None) -> list[dict[str, Any]]:
-    """Every variant in turn, same seed and budget, on faces prepared once; one row each."""
+            keep: Path | None = None, cpu_clock: bool = False) -> list[dict[str, Any]]:
+    """Every variant in turn, same seed and budget, on faces prepared once; one row each. With ``cpu_clock``
+    the budget is the process's CPU seconds (all threads) instead of wall seconds, so that variants run one
+    after another on a machine others are loading get the same compute."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if cpu_clock:
+        from changeling.train import loop
+
+        loop.BUDGET_CLOCK = time.process_time
     tmp = None if keep is not None else tempfile.TemporaryDirectory(prefix="changeling-quality-")
     root = Path(keep if keep is not None else tmp.name)  # type: ignore[union-attr]
     try:
@@ -119,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(AB_DEFAULT), help=f"of {', '.join(VARIANTS)}")
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per variant")
+    p.add_argument("--cpu-clock", action="store_true", help="count the budget in CPU seconds of this process")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="keep the projects in this folder")
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = compare(args.variants, budget_s=args.budget, device=args.device, seed=args.seed,
-                   identity=not args.no_identity, keep=args.keep)
+                   identity=not args.no_identity, keep=args.keep, cpu_clock=args.cpu_clock)
     text = json.dumps(rows, indent=1)
     if args.json_out:
         args.json_out.write_text(text)
