@@ -52,9 +52,10 @@ def prepare(root: Path, device: str) -> Path:
 
 
 def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Path, *, budget_s: float,
-                device: str, seed: int = 0, identity: bool = True) -> dict[str, Any]:
-    """Train one variant from scratch for ``budget_s`` seconds on the prepared faces and score its newest
-    checkpoint: the scores, the steps and the training seconds."""
+                device: str, seed: int = 0, identity: bool = True, steps: int = 0) -> dict[str, Any]:
+    """Train one variant from scratch for ``budget_s`` seconds (or ``steps`` steps, whichever ends first; 0:
+    no limit) on the prepared faces and score its newest checkpoint: the scores, the steps, and the training's
+    wall and CPU seconds."""
     from changeling.config import TrainSettings
     from changeling.evaluate.paired import PairedSpec, evaluate_model, make_paired_data
     from changeling.models.load import load_for_inference
@@ -66,8 +67,10 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
         target = project.faces_dir(side)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(faces_root / "faces" / side, target)
-    base = TrainSettings(device=device, seed=seed, max_time=budget_s, preview_every=100, save_every=100,  # type: ignore[arg-type]
-                         snapshot_every=0)
+    # fp32 fixed: with precision "auto" the trainer times bf16 against fp32 on the CPU, and on a loaded machine
+    # that measurement can flip between variants (bf16 is about 5x slower on a quiet 2-core Xeon here)
+    base = TrainSettings(device=device, seed=seed, max_time=budget_s, max_steps=steps, preview_every=100,  # type: ignore[arg-type]
+                         save_every=100, snapshot_every=0, precision="fp32")
     settings = dataclasses.replace(base, **overrides)
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(project, settings, progress=False)
@@ -83,7 +86,7 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
 
 
 def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0, identity: bool = True,
-            keep: Path | None = None, cpu_clock: bool = False) -> list[dict[str, Any]]:
+            keep: Path | None = None, cpu_clock: bool = False, steps: int = 0) -> list[dict[str, Any]]:
     """Every variant in turn, same seed and budget, on faces prepared once; one row each. With ``cpu_clock``
     the budget is the process's CPU seconds (all threads) instead of wall seconds, so that variants run one
     after another on a machine others are loading get the same compute."""
@@ -100,9 +103,9 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
         faces = prepare(root, device)
         rows = []
         for name in variants:
-            log.info("quality: training %s for %.0f s", name, budget_s)
+            log.info("quality: training %s for %s", name, f"{steps} steps" if steps else f"{budget_s:.0f} s")
             rows.append(run_variant(name, VARIANTS[name], faces, root, budget_s=budget_s, device=device, seed=seed,
-                                    identity=identity))
+                                    identity=identity, steps=steps))
             log.info("quality: %s", rows[-1])
         return rows
     finally:
@@ -129,7 +132,8 @@ def quality_ab(device: str, repeats: int, quick: bool = False) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(AB_DEFAULT), help=f"of {', '.join(VARIANTS)}")
-    p.add_argument("--budget", type=float, default=600.0, help="training seconds per variant")
+    p.add_argument("--budget", type=float, default=600.0, help="training seconds per variant (0: no limit)")
+    p.add_argument("--steps", type=int, default=0, help="train each variant this many steps (0: by --budget)")
     p.add_argument("--cpu-clock", action="store_true", help="count the budget in CPU seconds of this process")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = compare(args.variants, budget_s=args.budget, device=args.device, seed=args.seed,
-                   identity=not args.no_identity, keep=args.keep, cpu_clock=args.cpu_clock)
+                   identity=not args.no_identity, keep=args.keep, cpu_clock=args.cpu_clock,
+                   steps=args.steps)
     text = json.dumps(rows, indent=1)
     if args.json_out:
         args.json_out.write_text(text)
