@@ -1,0 +1,157 @@
+"""The Masks tab: hand corrections of the occlusion mask, as XSeg allows. A gallery of one side's faces (what
+covers them in red), a mask editor for the face clicked (paint the visible face, erase what covers it), saved as
+that face's hand correction with ``masks import``'s checks, and a job that trains the project's occlusion
+segmenter or fine-tunes it on the corrections (``changeling masks train``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from changeling.config import MasksSettings
+from changeling.errors import UserError
+from changeling.project import Project
+from changeling.ui.commands import masks_train_args
+from changeling.ui.forms import Form
+from changeling.ui.masks import (
+    LAYER_ALPHA,
+    LAYER_RGB,
+    SEGMENTERS,
+    OpenedFace,
+    masks_sig,
+    open_face,
+    save_painted,
+    segmenter_summary,
+)
+from changeling.ui.page import Page, Refresh, Snapshot, dir_sig, user_errors
+from changeling.ui.tab_extract import face_page
+from changeling.ui.workspace import Workspace
+from changeling.vocab import SIDES
+
+FIELDS = (  # the MasksSettings fields this tab shows, in order
+    "max_steps",
+    "finetune_steps",
+    "max_time",
+    "device",
+)
+PICK_FIRST = "Click a face in the gallery to edit its mask."
+
+
+def confined_face(ws: Workspace, side: str, face: str) -> Any:
+    """``face`` resolved inside the open project's faces folder of ``side``; :class:`UserError` otherwise."""
+    if side not in SIDES:
+        raise UserError(f"side must be A or B, got {side!r}")
+    if not face:
+        raise UserError(PICK_FIRST)
+    return ws.inside(face, ws.project().faces_dir(side), "face file")
+
+
+def open_for_editing(ws: Workspace, side: str, face: str) -> OpenedFace:
+    """The editor's content for a face of the open project (confined to its faces folder of ``side``)."""
+    return open_face(ws.project(), side, confined_face(ws, side, face), SEGMENTERS.get(ws.project()).segmenter)
+
+
+def save_edit(ws: Workspace, side: str, face: str, key: str, value: Any) -> OpenedFace:
+    """Store the painted mask as the face's hand correction; the face as the editor now shows it."""
+    path = confined_face(ws, side, face)
+    save_painted(ws.project(), side, path, key, value)
+    return open_for_editing(ws, side, face)
+
+
+class MasksTab:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.form = Form("masks", MasksSettings, FIELDS)
+        with gr.Tab("Masks", id="masks", elem_id="tab-masks"):
+            # per page: the face files in the gallery, the face in the editor and its identity when opened
+            self.shown = gr.State([])
+            self.face = gr.State("")
+            self.key = gr.State("")
+            gr.Markdown("Fix the **occlusion mask** of a few faces where something covers the face (a hand, a "
+                        "microphone, glasses, hair): click a face, paint the visible face, erase what covers it, "
+                        "save. Then train the segmenter: it learns from your corrections, and training and "
+                        "convert keep what covers the face in front of the swap.")
+            self.summary_md = gr.Markdown("", elem_id="masks-summary")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    self.side = gr.Radio(list(SIDES), value=SIDES[0], label="person", elem_id="masks-side")
+                    self.count = gr.Markdown("", elem_id="masks-count")
+                    self.gallery = gr.Gallery(label="faces (click one to edit its mask)", columns=5, height=420,
+                                              allow_preview=False, format="png", elem_id="masks-gallery",
+                                              interactive=False)
+                    self.page_no = gr.Number(label="page", value=1, precision=0, minimum=1, elem_id="masks-page")
+                with gr.Column(scale=3):
+                    self.note = gr.Markdown(PICK_FIRST, elem_id="masks-note")
+                    colour = f"rgb({', '.join(map(str, LAYER_RGB))})"
+                    self.editor = gr.ImageEditor(
+                        label="mask (green: visible face)", type="numpy", image_mode="RGBA", sources=(),
+                        transforms=(), layers=False, format="png", height=480, elem_id="masks-editor",
+                        brush=gr.Brush(colors=[(colour, LAYER_ALPHA / 255)], color_mode="fixed"),
+                        eraser=gr.Eraser(), buttons=["fullscreen"])
+                    self.save_btn = gr.Button("Save this mask as the face's correction", variant="primary",
+                                              elem_id="masks-save")
+            with gr.Row():
+                self.form.build()
+            self.train_btn = gr.Button("Train the segmenter (again: fine-tune it on the corrections)",
+                                       elem_id="masks-train")
+        page.restorable(self.form.components, lambda p: self.form.initial(page.settings_of(p).masks,
+                                                                           page.ws.remembered(p)))
+        page.live([self.gallery, self.shown, self.count, self.summary_md], self.refresh,
+                  inputs=[self.side, self.page_no])
+
+    def refresh(self, r: Refresh, snap: Snapshot, side: str, page_no: Any) -> None:
+        project = snap.project
+        if project is None:
+            return
+        sig = (side, dir_sig(project.faces_dir(side)) if side in SIDES else 0, int(page_no or 1), masks_sig(project))
+        if r.new.get("masks_faces") != sig:
+            r.new["masks_faces"] = sig
+            i = r.outputs.index(self.gallery)
+            r.values[i:i + 3] = face_page(project, side, page_no)
+        r.put(self.summary_md, "masks_summary", masks_sig(project), lambda: self.summary(project))
+
+    def summary(self, project: Project) -> str:
+        return segmenter_summary(project, SEGMENTERS.get(project))
+
+    def bind(self) -> None:
+        page, ws = self.page, self.page.ws
+
+        def change_page(side: str, page_no: Any) -> list[Any]:
+            return list(face_page(ws.current, side, page_no))
+
+        self.page_no.change(change_page, [self.side, self.page_no], [self.gallery, self.shown, self.count])
+
+        def change_side(side: str, page_no: Any) -> list[Any]:  # the face in the editor was of the other side
+            return [*face_page(ws.current, side, page_no), None, "", "", PICK_FIRST]
+
+        self.side.change(change_side, [self.side, self.page_no],
+                         [self.gallery, self.shown, self.count, self.editor, self.face, self.key, self.note])
+
+        @user_errors
+        def pick(side: str, shown: list[str], evt: gr.SelectData) -> list[Any]:
+            i = evt.index if isinstance(evt.index, int) else -1
+            if not 0 <= i < len(shown):
+                return [gr.skip()] * 4
+            opened = open_for_editing(ws, side, shown[i])
+            return [opened.value, shown[i], opened.key, opened.note]
+
+        self.gallery.select(pick, [self.side, self.shown], [self.editor, self.face, self.key, self.note])
+
+        @user_errors
+        def save(side: str, face: str, key: str, value: Any) -> list[Any]:
+            opened = save_edit(ws, side, face, key, value)
+            gr.Info("correction saved; train the segmenter to learn from it")
+            return [opened.value, opened.note]
+
+        self.save_btn.click(save, [self.side, self.face, self.key, self.editor], [self.editor, self.note])
+
+        @user_errors
+        def train(*values: Any) -> str:
+            project = ws.project()
+            settings = self.form.read(page.settings_of(project).masks, values)
+            ws.remember(project, **self.form.remember(settings))
+            ws.runner(project).start("masks train", masks_train_args(project, settings, FIELDS))
+            return page.header(project)
+
+        self.train_btn.click(train, self.form.components, [page.status_md])
