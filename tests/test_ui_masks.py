@@ -58,6 +58,17 @@ def _red(image: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] - rgb[..., 1] > 60) & (rgb[..., 0] - rgb[..., 2] > 60)
 
 
+GREEN, RED = (40, 200, 80, 150), (235, 40, 40, 150)  # the editor's two brushes (visible face, covered)
+
+
+def _layer(size: int = SIZE) -> np.ndarray:
+    return np.zeros((size, size, 4), np.uint8)
+
+
+def _edited(layer: np.ndarray) -> dict[str, object]:
+    return {"background": None, "layers": [layer], "composite": None}
+
+
 def test_painting_adds_and_erases_mask_pixels_and_the_correction_is_what_the_library_reads(ws: Workspace) -> None:
     from changeling.ui.masks import PAINTED
     from changeling.ui.tab_masks import open_for_editing, save_edit
@@ -67,23 +78,28 @@ def test_painting_adds_and_erases_mask_pixels_and_the_correction_is_what_the_lib
     opened = open_for_editing(ws, "A", str(face))
     image, meta = read_face(face)
     outline = outline_mask(meta, SIZE) > 0.5
-    assert "face outline" in opened.note and np.array_equal(opened.value["background"], image)
-    layer = opened.value["layers"][0].copy()  # (S, S, 4): the current mask (here the outline) painted
-    assert layer.shape == (SIZE, SIZE, 4) and np.array_equal(layer[..., 3] > PAINTED, outline)
+    assert "face outline" in opened.note and np.array_equal(opened.base > 0.5, outline)
+    shown = opened.value["background"]  # the face with its mask drawn on it: green inside the outline
+    assert shown.shape == image.shape and np.array_equal(shown[~outline], image[~outline])
+    assert (shown[outline] != image[outline]).any(axis=-1).mean() > 0.9 and not _red(shown).any()
     assert outline[:, :8].sum() < outline.sum() and not outline[0:4, 0:4].any()
-    # the user erases the left quarter (a hand) and paints a corner the outline left out (a brush's soft rim)
-    layer[:, :8, 3] = 0
-    layer[0:4, 0:4] = (40, 200, 80, 200)
-    layer[0:4, 4, 3] = PAINTED // 2  # the rim below the threshold is not painted
-    saved = save_edit(ws, "A", str(face), opened.key, {"background": image, "layers": [layer], "composite": image})
+    # the user paints red over the left quarter (a hand), green on a corner the outline left out, and a soft
+    # rim of red that stays below the threshold
+    layer = _layer()
+    layer[:, :8] = RED
+    layer[0:4, 0:4] = GREEN
+    layer[:, 16, :3], layer[:, 16, 3] = RED[:3], PAINTED // 2
+    saved = save_edit(ws, "A", str(face), opened.key, opened.base, _edited(layer))
     want = outline.copy()
     want[:, :8] = False
     want[0:4, 0:4] = True
     got, source = face_mask(project, "A", face)
     assert source == "correction" and np.array_equal(got > 0.5, want)
     assert np.array_equal(read_correction(project.faces_dir("A"), meta) > 0.5, want)  # type: ignore[operator]
-    # the editor now shows the stored correction
-    assert "hand correction" in saved.note and np.array_equal(saved.value["layers"][0][..., 3] > PAINTED, want)
+    # the editor now shows the stored correction; nothing painted (an empty layer) saves it unchanged
+    assert "hand correction" in saved.note and np.array_equal(saved.base > 0.5, want)
+    save_edit(ws, "A", str(face), saved.key, saved.base, _edited(_layer()))
+    assert np.array_equal(face_mask(project, "A", face)[0] > 0.5, want)
     # the other faces keep theirs
     assert face_mask(project, "A", _faces(project, "A")[0])[1] == "outline"
 
@@ -95,29 +111,28 @@ def test_a_wrong_size_mask_a_gone_face_or_a_path_outside_is_refused_in_one_line(
     face = _faces(project, "A")[0]
     opened = open_for_editing(ws, "A", str(face))
 
-    def painted(size: int) -> dict[str, object]:
-        return {"background": None, "layers": [np.full((size, size, 4), 255, np.uint8)], "composite": None}
-
-    def refused(match: str, side: str, name: str, value: dict[str, object], key: str = opened.key) -> None:
+    def refused(match: str, side: str, name: str, value: dict[str, object], key: str = opened.key,
+                base: object = opened.base) -> None:
         with pytest.raises(UserError, match=match) as err:
-            save_edit(ws, side, name, key, value)
+            save_edit(ws, side, name, key, base, value)
         assert "\n" not in str(err.value)
 
-    refused(f"{face.name}: mask is 40x40 but face {face.name} is 32x32", "A", str(face), painted(40))
-    refused("holds no mask", "A", str(face), {"background": None, "layers": [], "composite": None})
+    refused(f"{face.name}: mask is 40x40 but face {face.name} is 32x32", "A", str(face), _edited(_layer(40)))
+    refused("no face is open", "A", str(face), _edited(_layer()), key="", base=None)
     # a face of B, or any file, outside A's faces folder; a side that is none
-    refused("outside", "A", str(_faces(project, "B")[0]), painted(SIZE))
-    refused("outside", "A", "../../changeling.toml", painted(SIZE))
-    refused("side must be A or B", "C", str(face), painted(SIZE))
+    refused("outside", "A", str(_faces(project, "B")[0]), _edited(_layer()))
+    refused("outside", "A", "../../changeling.toml", _edited(_layer()))
+    refused("side must be A or B", "C", str(face), _edited(_layer()))
     # the face was extracted again under the same name: another face now
     other = _faces(project, "A")[1]
-    refused("holds another face", "A", str(face), painted(SIZE), key=open_for_editing(ws, "A", str(other)).key)
+    refused("holds another face", "A", str(face), _edited(_layer()), key=open_for_editing(ws, "A", str(other)).key)
     assert not project.faces_dir("A").joinpath("masks").exists()  # nothing was written
     ws.delete_face("A", face)
-    refused(f"no face named {face.name} in .*choose the face again", "A", str(face), painted(SIZE))
+    refused(f"no face named {face.name} in .*choose the face again", "A", str(face), _edited(_layer()))
     with pytest.raises(UserError):
         open_for_editing(ws, "A", str(face))
-    assert save_edit(ws, "A", str(other), open_for_editing(ws, "A", str(other)).key, painted(SIZE)).key
+    reopened = open_for_editing(ws, "A", str(other))
+    assert save_edit(ws, "A", str(other), reopened.key, reopened.base, _edited(_layer())).key == reopened.key
 
 
 def test_extract_gallery_shows_red_where_the_segmenter_says_covered(ws: Workspace) -> None:
@@ -182,7 +197,7 @@ def test_the_correction_survives_as_the_editor_saved_it(ws: Workspace) -> None:
     project = ws.project()
     face = _faces(project, "B")[0]
     opened = open_for_editing(ws, "B", str(face))
-    save_edit(ws, "B", str(face), opened.key, opened.value)  # saved unchanged: the outline as a correction
+    save_edit(ws, "B", str(face), opened.key, opened.base, _edited(_layer()))  # the outline, as a correction
     path = correction_path(project.faces_dir("B"), read_meta(face))
     face.rename(face.with_name("0001_" + face.name))  # `faces sort`
     reopened = open_for_editing(ws, "B", str(face.with_name("0001_" + face.name)))

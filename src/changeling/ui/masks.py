@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LAYER_RGB = (40, 200, 80)  # the editor paints the visible face in the overlay's green
-LAYER_ALPHA = 120  # translucent: the face stays visible under the paint
-PAINTED = 40  # a layer pixel above this alpha is visible face (a brush's antialiased rim fades below it)
+BRUSHES = (("rgb(40, 200, 80)", 0.6), ("rgb(235, 40, 40)", 0.6))  # the overlay's green (visible), red (covered)
+PAINTED = 40  # a layer pixel above this alpha is painted (a brush's antialiased rim fades below it)
 EDITOR_HINT = "choose the face again in the gallery"
 SOURCE_WORDS = {"correction": "your hand correction", "segmenter": "the occlusion segmenter",
                 "outline": "the face outline (no segmenter yet: train one below)"}
@@ -124,20 +123,25 @@ def gallery_images(project: Project, side: str, faces: Sequence[Path], segmenter
 
 @dataclass(frozen=True)
 class OpenedFace:
-    """A face opened in the mask editor: the editor's value, the face's identity (to notice a face replaced
-    under the same name before the save) and a line saying where its mask came from."""
+    """A face opened in the mask editor: the editor's value, the mask it shows (S, S) float32 (what is painted
+    changes it), the face's identity (to notice a face replaced under the same name before the save) and a line
+    saying where its mask came from."""
 
     value: dict[str, Any]
+    base: Mask
     key: str
     note: str
 
 
-def editor_value(image: Frame, visible: Mask) -> dict[str, Any]:
-    """The mask editor's value for a face (S, S, 3) uint8 and its visible-face mask (S, S) in [0, 1]: the face as
-    the background and the mask painted translucent green on the one layer (S, S, 4) uint8."""
-    layer = np.zeros((*visible.shape, 4), np.uint8)
-    layer[np.asarray(visible) > 0.5] = (*LAYER_RGB, LAYER_ALPHA)
-    return {"background": image, "layers": [layer], "composite": image}
+def editor_value(image: Frame, visible: Mask, outline: Mask) -> dict[str, Any]:
+    """The mask editor's value for a face (S, S, 3) uint8 and its visible-face mask (S, S) in [0, 1]: the face
+    with the mask drawn on it as the background (green: visible face; red: inside ``outline`` but covered),
+    nothing painted yet. (Gradio's editor keeps a layer it is given but neither shows it nor keeps it once a
+    stroke is drawn: the mask is drawn into the background, and the layer holds only the user's strokes.)"""
+    from changeling.occlusion.overlay import tint
+
+    shown = tint(image, visible, np.maximum(outline, visible))
+    return {"background": shown, "layers": [], "composite": shown}
 
 
 def open_face(project: Project, side: str, face: Path, segmenter: Segmenter | None) -> OpenedFace:
@@ -145,37 +149,50 @@ def open_face(project: Project, side: str, face: Path, segmenter: Segmenter | No
     correction, else the segmenter's prediction, else its outline."""
     from changeling.faces.facefile import read_face
     from changeling.occlusion.corrections import face_key
-    from changeling.occlusion.project import face_mask
+    from changeling.occlusion.project import face_mask, outline_mask
 
     image, meta = read_face(face)
     visible, source = face_mask(project, side, face, segmenter)
-    note = (f"**{face.name}** ({meta.size}x{meta.size} px), mask from {SOURCE_WORDS[source]}. Paint the face "
-            "where it is visible; erase what covers it (a hand, a microphone, glasses, hair); then save.")
-    return OpenedFace(editor_value(image, visible), face_key(meta), note)
+    base = (np.asarray(visible) > 0.5).astype(np.float32)
+    note = (f"**{face.name}** ({meta.size}x{meta.size} px), mask from {SOURCE_WORDS[source]}. Paint green where "
+            "the face is visible, red over what covers it (a hand, a microphone, glasses, hair); the eraser takes "
+            "paint back. Then save.")
+    return OpenedFace(editor_value(image, base, outline_mask(meta, meta.size)), base, face_key(meta), note)
 
 
-def painted_mask(value: Mapping[str, Any] | None) -> Mask:
-    """The visible-face mask (H, W) float32 in {0, 1} the user painted: pixels of any layer of the editor's
-    ``value`` (RGBA arrays) above :data:`PAINTED` alpha. :class:`UserError` when it holds no layer."""
-    layers = [np.asarray(x) for x in (value or {}).get("layers") or [] if x is not None]
-    if not layers:
-        raise UserError(f"the editor holds no mask; {EDITOR_HINT}")
-    shapes = {x.shape for x in layers}
-    if len(shapes) != 1 or layers[0].ndim != 3 or layers[0].shape[-1] != 4:
-        raise UserError(f"the editor's layers are not one size of RGBA image ({sorted(shapes)}); {EDITOR_HINT}")
-    return np.any(np.stack([x[..., 3] > PAINTED for x in layers]), axis=0).astype(np.float32)
+def painted_mask(base: Mask, value: Mapping[str, Any] | None, face: Path) -> Mask:
+    """``base`` (S, S) with what the user painted on the editor's layers (``value``'s RGBA arrays, in order):
+    a pixel above :data:`PAINTED` alpha is visible face where green, covered where red. A layer of another size
+    than the face is refused with the library's check (:class:`UserError` naming ``face``)."""
+    from changeling.occlusion.corrections import check_mask_size
+
+    out = (np.asarray(base) > 0.5).astype(np.float32)
+    for layer in (value or {}).get("layers") or []:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        check_mask_size(face, layer.shape, out.shape[0], face.name)
+        if layer.ndim != 3 or layer.shape[-1] != 4:
+            raise UserError(f"the editor's layer is not an RGBA image ({layer.shape}); {EDITOR_HINT}", face)
+        painted = layer[..., 3] > PAINTED
+        green = layer[..., 1].astype(np.int32) >= layer[..., 0].astype(np.int32)
+        out[painted] = green[painted].astype(np.float32)
+    return out
 
 
-def save_painted(project: Project, side: str, face: Path, opened_key: str, value: Mapping[str, Any] | None
-                 ) -> Path:
-    """Store what the user painted as the hand correction of ``face`` (a face file of ``side``, already
-    confined), checked as ``masks import`` checks a PNG (the face exists, the mask is its size); refused when
-    the file now holds another face than the one opened (``opened_key``). Returns the correction's file."""
+def save_painted(project: Project, side: str, face: Path, opened_key: str, base: Any,
+                 value: Mapping[str, Any] | None) -> Path:
+    """Store ``base`` (the mask the editor opened with) with what the user painted as the hand correction of
+    ``face`` (a face file of ``side``, already confined), checked as ``masks import`` checks a PNG (the face
+    exists, the mask is its size); refused when no face was opened, or the file now holds another face than the
+    one opened (``opened_key``). Returns the correction's file."""
     from changeling.faces.facefile import read_meta
     from changeling.occlusion.corrections import face_key
     from changeling.occlusion.project import save_face_mask
 
-    mask = painted_mask(value)
+    if base is None or not opened_key:
+        raise UserError(f"no face is open in the editor; {EDITOR_HINT}")
+    mask = painted_mask(np.asarray(base, np.float32), value, face)
     if face.is_file() and face_key(read_meta(face)) != opened_key:
         raise UserError(f"holds another face than the one opened (extracted again?); {EDITOR_HINT}", face)
     return save_face_mask(project, side, face, mask, hint=EDITOR_HINT)

@@ -5,7 +5,7 @@ segmenter or fine-tunes it on the corrections (``changeling masks train``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 
@@ -15,8 +15,7 @@ from changeling.project import Project
 from changeling.ui.commands import masks_train_args
 from changeling.ui.forms import Form
 from changeling.ui.masks import (
-    LAYER_ALPHA,
-    LAYER_RGB,
+    BRUSHES,
     SEGMENTERS,
     OpenedFace,
     masks_sig,
@@ -36,6 +35,19 @@ FIELDS = (  # the MasksSettings fields this tab shows, in order
     "device",
 )
 PICK_FIRST = "Click a face in the gallery to edit its mask."
+BRUSH_SHARE = 24  # the brush's radius: this share of the face's side (Gradio's default is far too wide)
+
+
+def editor_update(opened: OpenedFace) -> Any:
+    """The editor showing ``opened``, with a brush sized for the face."""
+    size = max(1, opened.base.shape[0] // BRUSH_SHARE)
+    value: Any = opened.value  # Gradio's EditorValue: this dict's keys
+    return gr.ImageEditor(value=value, brush=brush(size), eraser=gr.Eraser(default_size=size))
+
+
+def brush(size: int | Literal["auto"] = "auto") -> Any:
+    """The editor's brush: the overlay's green (visible face) and red (covered, the first choice)."""
+    return gr.Brush(colors=list(BRUSHES), default_color=BRUSHES[1], color_mode="fixed", default_size=size)
 
 
 def confined_face(ws: Workspace, side: str, face: str) -> Any:
@@ -52,10 +64,11 @@ def open_for_editing(ws: Workspace, side: str, face: str) -> OpenedFace:
     return open_face(ws.project(), side, confined_face(ws, side, face), SEGMENTERS.get(ws.project()).segmenter)
 
 
-def save_edit(ws: Workspace, side: str, face: str, key: str, value: Any) -> OpenedFace:
-    """Store the painted mask as the face's hand correction; the face as the editor now shows it."""
+def save_edit(ws: Workspace, side: str, face: str, key: str, base: Any, value: Any) -> OpenedFace:
+    """Store the mask the editor opened with (``base``), changed by what was painted, as the face's hand
+    correction; the face as the editor now shows it."""
     path = confined_face(ws, side, face)
-    save_painted(ws.project(), side, path, key, value)
+    save_painted(ws.project(), side, path, key, base, value)
     return open_for_editing(ws, side, face)
 
 
@@ -68,6 +81,7 @@ class MasksTab:
             self.shown = gr.State([])
             self.face = gr.State("")
             self.key = gr.State("")
+            self.base = gr.State(None)
             gr.Markdown("Fix the **occlusion mask** of a few faces where something covers the face (a hand, a "
                         "microphone, glasses, hair): click a face, paint the visible face, erase what covers it, "
                         "save. Then train the segmenter: it learns from your corrections, and training and "
@@ -83,12 +97,10 @@ class MasksTab:
                     self.page_no = gr.Number(label="page", value=1, precision=0, minimum=1, elem_id="masks-page")
                 with gr.Column(scale=3):
                     self.note = gr.Markdown(PICK_FIRST, elem_id="masks-note")
-                    colour = f"rgb({', '.join(map(str, LAYER_RGB))})"
                     self.editor = gr.ImageEditor(
-                        label="mask (green: visible face)", type="numpy", image_mode="RGBA", sources=(),
-                        transforms=(), layers=False, format="png", height=480, elem_id="masks-editor",
-                        brush=gr.Brush(colors=[(colour, LAYER_ALPHA / 255)], color_mode="fixed"),
-                        eraser=gr.Eraser(), buttons=["fullscreen"])
+                        label="mask (green: visible face, red: covered)", type="numpy", image_mode="RGBA",
+                        sources=(), transforms=(), layers=False, format="png", height=480, elem_id="masks-editor",
+                        brush=brush(), eraser=gr.Eraser(), buttons=["fullscreen"])
                     self.save_btn = gr.Button("Save this mask as the face's correction", variant="primary",
                                               elem_id="masks-save")
             with gr.Row():
@@ -123,10 +135,10 @@ class MasksTab:
         self.page_no.change(change_page, [self.side, self.page_no], [self.gallery, self.shown, self.count])
 
         def change_side(side: str, page_no: Any) -> list[Any]:  # the face in the editor was of the other side
-            return [*face_page(ws.current, side, page_no), None, "", "", PICK_FIRST]
+            return [*face_page(ws.current, side, page_no), None, "", "", None, PICK_FIRST]
 
-        self.side.change(change_side, [self.side, self.page_no],
-                         [self.gallery, self.shown, self.count, self.editor, self.face, self.key, self.note])
+        self.side.change(change_side, [self.side, self.page_no], [self.gallery, self.shown, self.count, self.editor,
+                                                                  self.face, self.key, self.base, self.note])
 
         @user_errors
         def pick(side: str, shown: list[str], evt: gr.SelectData) -> list[Any]:
@@ -134,17 +146,18 @@ class MasksTab:
             if not 0 <= i < len(shown):
                 return [gr.skip()] * 4
             opened = open_for_editing(ws, side, shown[i])
-            return [opened.value, shown[i], opened.key, opened.note]
+            return [editor_update(opened), shown[i], opened.key, opened.base, opened.note]
 
-        self.gallery.select(pick, [self.side, self.shown], [self.editor, self.face, self.key, self.note])
+        self.gallery.select(pick, [self.side, self.shown], [self.editor, self.face, self.key, self.base, self.note])
 
         @user_errors
-        def save(side: str, face: str, key: str, value: Any) -> list[Any]:
-            opened = save_edit(ws, side, face, key, value)
+        def save(side: str, face: str, key: str, base: Any, value: Any) -> list[Any]:
+            opened = save_edit(ws, side, face, key, base, value)
             gr.Info("correction saved; train the segmenter to learn from it")
-            return [opened.value, opened.note]
+            return [editor_update(opened), opened.base, opened.note]
 
-        self.save_btn.click(save, [self.side, self.face, self.key, self.editor], [self.editor, self.note])
+        self.save_btn.click(save, [self.side, self.face, self.key, self.base, self.editor],
+                            [self.editor, self.base, self.note])
 
         @user_errors
         def train(*values: Any) -> str:
