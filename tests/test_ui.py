@@ -800,7 +800,7 @@ def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
                           "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
     served.ws.runner(project)  # the server reads the planted file as its own job's
     served_bytes = []
-    for api_name, data in [("on_load", [1, 1]), ("change_page", [1])]:
+    for api_name, data in [("on_load", [1, 1, "A", 1]), ("change_page", [1]), ("masks_page", ["A", 1])]:
         for url in _file_urls(served.call(api_name, data)):
             code, _, body = served.request("GET", url.split(str(served.port), 1)[1])
             assert code == 200, url
@@ -812,7 +812,7 @@ def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
     other = served.ws.open("linked-2", create=True)
     _plant(other.root, {"kind": "convert", "argv": ["changeling", "convert", "-o", str(secret_mp4)],
                         "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
-    assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1]))
+    assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1, "A", 1]))
 
 
 @quiet_gradio

@@ -129,42 +129,43 @@ class MasksTab:
     def bind(self) -> None:
         page, ws = self.page, self.page.ws
 
-        def change_page(side: str, page_no: Any) -> list[Any]:
+        def masks_page(side: str, page_no: Any) -> list[Any]:
             return list(face_page(ws.current, side, page_no))
 
-        self.page_no.change(change_page, [self.side, self.page_no], [self.gallery, self.shown, self.count])
+        self.page_no.change(masks_page, [self.side, self.page_no], [self.gallery, self.shown, self.count])
 
-        def change_side(side: str, page_no: Any) -> list[Any]:  # the face in the editor was of the other side
+        def masks_side(side: str, page_no: Any) -> list[Any]:  # the face in the editor was of the other side
             return [*face_page(ws.current, side, page_no), None, "", "", None, PICK_FIRST]
 
-        self.side.change(change_side, [self.side, self.page_no], [self.gallery, self.shown, self.count, self.editor,
+        self.side.change(masks_side, [self.side, self.page_no], [self.gallery, self.shown, self.count, self.editor,
                                                                   self.face, self.key, self.base, self.note])
 
         @user_errors
-        def pick(side: str, shown: list[str], evt: gr.SelectData) -> list[Any]:
+        def masks_pick(side: str, shown: list[str], evt: gr.SelectData) -> list[Any]:
             i = evt.index if isinstance(evt.index, int) else -1
             if not 0 <= i < len(shown):
                 return [gr.skip()] * 4
             opened = open_for_editing(ws, side, shown[i])
             return [editor_update(opened), shown[i], opened.key, opened.base, opened.note]
 
-        self.gallery.select(pick, [self.side, self.shown], [self.editor, self.face, self.key, self.base, self.note])
+        self.gallery.select(masks_pick, [self.side, self.shown],
+                            [self.editor, self.face, self.key, self.base, self.note])
 
         @user_errors
-        def save(side: str, face: str, key: str, base: Any, value: Any) -> list[Any]:
+        def masks_save(side: str, face: str, key: str, base: Any, value: Any) -> list[Any]:
             opened = save_edit(ws, side, face, key, base, value)
             gr.Info("correction saved; train the segmenter to learn from it")
             return [editor_update(opened), opened.base, opened.note]
 
-        self.save_btn.click(save, [self.side, self.face, self.key, self.base, self.editor],
+        self.save_btn.click(masks_save, [self.side, self.face, self.key, self.base, self.editor],
                             [self.editor, self.base, self.note])
 
         @user_errors
-        def train(*values: Any) -> str:
+        def masks_train(*values: Any) -> str:
             project = ws.project()
             settings = self.form.read(page.settings_of(project).masks, values)
             ws.remember(project, **self.form.remember(settings))
             ws.runner(project).start("masks train", masks_train_args(project, settings, FIELDS))
             return page.header(project)
 
-        self.train_btn.click(train, self.form.components, [page.status_md])
+        self.train_btn.click(masks_train, self.form.components, [page.status_md])
