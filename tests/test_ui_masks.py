@@ -14,6 +14,7 @@ import torch
 
 from changeling.cli import build_parser
 from changeling.config import MasksSettings
+from changeling.config.core import parse_duration
 from changeling.errors import UserError
 from changeling.faces.facefile import read_face, read_meta
 from changeling.occlusion.corrections import correction_path, read_correction
@@ -178,7 +179,8 @@ def test_masks_train_args_parse_with_the_cli(ws: Workspace) -> None:
     settings = Form("masks", MasksSettings, FIELDS).read(MasksSettings(), [600, 50, "2m", "cpu"])
     ns = build_parser().parse_args(masks_train_args(project, settings, FIELDS))
     assert (ns.command, ns.masks_command, ns.project) == ("masks", "train", project.root)
-    assert (int(ns.max_steps), int(ns.finetune_steps), ns.device) == (600, 50, "cpu")
+    assert (int(ns.max_steps), int(ns.finetune_steps), parse_duration(ns.max_time), ns.device) == \
+        (600, 50, 120.0, "cpu")
     assert ns.batch_size is None  # not on the tab: the project's changeling.toml decides
 
 

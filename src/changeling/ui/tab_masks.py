@@ -83,9 +83,9 @@ class MasksTab:
             self.key = gr.State("")
             self.base = gr.State(None)
             gr.Markdown("Fix the **occlusion mask** of a few faces where something covers the face (a hand, a "
-                        "microphone, glasses, hair): click a face, paint the visible face, erase what covers it, "
-                        "save. Then train the segmenter: it learns from your corrections, and training and "
-                        "convert keep what covers the face in front of the swap.")
+                        "microphone, glasses, hair): click a face, paint green where the face is visible and red "
+                        "over what covers it, save. Then train the segmenter: it learns from your corrections, "
+                        "and training and convert keep what covers the face in front of the swap.")
             self.summary_md = gr.Markdown("", elem_id="masks-summary")
             with gr.Row():
                 with gr.Column(scale=2):
