@@ -5,6 +5,7 @@ segmenter or fine-tunes it on the corrections (``changeling masks train``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import gradio as gr
@@ -35,7 +36,7 @@ FIELDS = (  # the MasksSettings fields this tab shows, in order
     "device",
 )
 PICK_FIRST = "Click a face in the gallery to edit its mask."
-BRUSH_SHARE = 24  # the brush's radius: this share of the face's side (Gradio's default is far too wide)
+BRUSH_SHARE = 24  # the brush's size: the face's side over this (Gradio's "auto" is far too wide on a small face)
 
 
 def editor_update(opened: OpenedFace) -> Any:
@@ -46,11 +47,11 @@ def editor_update(opened: OpenedFace) -> Any:
 
 
 def brush(size: int | Literal["auto"] = "auto") -> Any:
-    """The editor's brush: the overlay's green (visible face) and red (covered, the first choice)."""
+    """The editor's brush: the overlay's green (visible face) and red (covered: the one it starts with)."""
     return gr.Brush(colors=list(BRUSHES), default_color=BRUSHES[1], color_mode="fixed", default_size=size)
 
 
-def confined_face(ws: Workspace, side: str, face: str) -> Any:
+def confined_face(ws: Workspace, side: str, face: str) -> Path:
     """``face`` resolved inside the open project's faces folder of ``side``; :class:`UserError` otherwise."""
     if side not in SIDES:
         raise UserError(f"side must be A or B, got {side!r}")
