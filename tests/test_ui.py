@@ -800,7 +800,7 @@ def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
                           "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
     served.ws.runner(project)  # the server reads the planted file as its own job's
     served_bytes = []
-    for api_name, data in [("on_load", [1, 1]), ("change_page", [1])]:
+    for api_name, data in [("on_load", [1, 1, "A", 1]), ("change_page", [1]), ("masks_page", ["A", 1])]:
         for url in _file_urls(served.call(api_name, data)):
             code, _, body = served.request("GET", url.split(str(served.port), 1)[1])
             assert code == 200, url
@@ -812,7 +812,7 @@ def test_handlers_hand_out_no_file_outside_the_project(served: Served) -> None:
     other = served.ws.open("linked-2", create=True)
     _plant(other.root, {"kind": "convert", "argv": ["changeling", "convert", "-o", str(secret_mp4)],
                         "pid": _dead_pid(), "started": 1.0, "finished": 2.0, "returncode": 0})
-    assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1]))
+    assert secret_mp4.name not in json.dumps(served.call("on_load", [1, 1, "A", 1]))
 
 
 @quiet_gradio
@@ -841,6 +841,50 @@ def test_a_tab_starts_its_job_with_the_settings_of_its_form(served: Served) -> N
     code, _, body = served.request("GET", f"/gradio_api/call/start_training/{event}")
     assert body.startswith(b"event: error"), body
     assert runner.poll().argv == argv
+
+
+@quiet_gradio
+def test_the_convert_preview_shows_the_occlusion_overlay_convert_wrote(served: Served,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    import changeling.convert
+    from changeling.ui import state, tab_convert
+
+    project = served.ws.open("occluded", create=True)
+    (project.root / "inputs" / "clip.mp4").write_bytes(b"x")
+    written: list[str] = []
+
+    def preview(_project: Any, source: Path, frame: int, settings: ConvertSettings, out_dir: Path) -> list[Path]:
+        """What convert --preview writes: an image per colour mode, then the overlay when the segmenter ran."""
+        from PIL import Image
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [out_dir / f"{source.stem}_f{frame:06d}_{name}.png" for name in ("rct", "hist", *written)]
+        for i, path in enumerate(paths):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(path)
+        return paths
+
+    monkeypatch.setattr(changeling.convert, "preview", preview)
+    monkeypatch.setattr(state, "model_state", lambda _project: "a model")
+    # the page's handler itself (through HTTP, Gradio would check the video against this session's choices)
+    handler = next(f.fn for f in served.blocks.fns.values() if f.api_name == "preview_frame")
+    form = [getattr(ConvertSettings(color="hist"), name) for name in tab_convert.FIELDS]
+    folder = (project.previews_dir / "convert").resolve()
+    shown, overlay = handler("clip.mp4", 0, *form)
+    assert shown == str(folder / "clip_f000000_hist.png") and overlay.visible is False and overlay.value is None
+    written.append("occlusion")  # the segmenter ran
+    shown, overlay = handler("clip.mp4", 0, *form)
+    assert shown == str(folder / "clip_f000000_hist.png") and overlay.visible is True
+    assert overlay.value["orig_name"] == "clip_f000000_occlusion.png"
+    # an overlay that is a link out of the project is not handed to the page
+    secret = served.ws.home / "secret-occlusion.png"
+    (folder / "clip_f000000_occlusion.png").rename(secret)
+    (folder / "clip_f000000_occlusion.png").symlink_to(secret)
+    monkeypatch.setattr(changeling.convert, "preview", lambda *a, **k: [folder / "clip_f000000_hist.png",
+                                                                       folder / "clip_f000000_occlusion.png"])
+    with pytest.raises(gr.Error, match="outside the project"):
+        handler("clip.mp4", 0, *form)
 
 
 def _file_urls(outputs: Any) -> list[str]:

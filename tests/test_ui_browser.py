@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -364,7 +365,7 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
     assert "A_train.mp4" in pg.locator("#verify-report textarea").input_value()
 
     # every tab was opened and each is there once (a stray child of gr.Tabs makes the page repeat them)
-    assert pg.get_by_role("tab").all_inner_texts() == ["Project", "Extract", "Train", "Convert", "Verify"]
+    assert pg.get_by_role("tab").all_inner_texts() == ["Project", "Extract", "Masks", "Train", "Convert", "Verify"]
 
     # the page fetched nothing from anywhere but this server
     assert page.requests
@@ -373,6 +374,40 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
 
 
 TICK_WAIT = 2.5
+
+
+def test_a_mask_painted_in_the_editor_is_saved_as_the_faces_correction(server: Server, page: Page) -> None:
+    from changeling.occlusion.corrections import correction_path
+    from changeling.occlusion.project import outline_mask
+    from changeling.train.testfaces import make_faces
+
+    project = server.ws.open("masked", create=True)
+    face = make_faces(project.faces_dir("A"), "A", 3, size=64)[1]
+    outline = int((outline_mask(read_meta(face), 64) > 0.5).sum())
+    pg = page.page
+    pg.goto(server.url)
+    wait_status(page, r"Project\s+masked")
+    tab(page, "Masks")
+    pg.wait_for_function("() => document.querySelectorAll('#masks-gallery img').length === 3")
+    pg.locator("#masks-gallery button:has(img)").nth(1).click()
+    pg.wait_for_function(f"() => document.querySelector('#masks-note').innerText.includes('{face.name}')")
+    # the editor has drawn the face once it zooms the 64 px face to fit (over 100%)
+    pg.wait_for_function("() => +(/(\\d+)%/.exec(document.querySelector('#masks-editor').innerText) || [0, 0])[1] > 100")
+    # one stroke of the red brush (covered) across the face's upper half, then save
+    box = pg.locator("#masks-editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.4
+    pg.mouse.move(x - box["height"] * 0.25, y)
+    pg.mouse.down()
+    pg.mouse.move(x + box["height"] * 0.25, y, steps=4)  # each move redraws the canvas (slow without a GPU)
+    pg.mouse.up()
+    pg.wait_for_timeout(1000)  # the editor hands its layer over after the stroke ends
+    pg.locator("#masks-save").click()
+    pg.wait_for_function("() => document.querySelector('#masks-note').innerText.includes('hand correction')")
+    stored = correction_path(project.faces_dir("A"), read_meta(face))
+    visible = int((np.asarray(Image.open(stored)) > 127).sum())
+    assert 0.5 * outline < visible < outline  # the stroke took a band out of the face's outline
+    pg.wait_for_function("() => document.querySelector('#masks-summary').innerText.includes('1 of A')")
+    page.shot("1-saved")
 
 
 def test_server_refuses_files_outside_the_project_and_big_uploads(server: Server, page: Page) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from changeling.config import ConvertSettings, ExtractSettings, TrainSettings
-from changeling.config.schema import setting_specs
+from changeling.config import ConvertSettings, ExtractSettings, MasksSettings, TrainSettings
+from changeling.config.schema import format_value, setting_specs
 from changeling.errors import UserError
 
 gr = pytest.importorskip("gradio")
@@ -25,15 +25,19 @@ def _widgets(home: Path) -> dict[str, Any]:
 
 
 def _tabs() -> list[tuple[str, type, tuple[str, ...]]]:
-    from changeling.ui import tab_convert, tab_extract, tab_train
+    from changeling.ui import tab_convert, tab_extract, tab_masks, tab_train
 
     return [("extract", ExtractSettings, tab_extract.FIELDS), ("train", TrainSettings, tab_train.FIELDS),
-            ("train", tab_train.TrainRun, ("steps", "minutes")), ("convert", ConvertSettings, tab_convert.FIELDS)]
+            ("train", tab_train.TrainRun, ("steps", "minutes")), ("convert", ConvertSettings, tab_convert.FIELDS),
+            ("masks", MasksSettings, tab_masks.FIELDS)]
 
 
 def _check_widget(comp: Any, cls: type, name: str) -> None:
     spec = setting_specs(cls, [name])[0]
     assert (comp.label, comp.info) == (spec.label, spec.help), name
+    if spec.kind == "duration":  # typed as text, such as 4m or 90s
+        assert isinstance(comp, gr.Textbox) and comp.value == format_value(spec, getattr(cls(), name)), name
+        return
     assert comp.value == getattr(cls(), name), name
     if spec.kind == "choice":
         assert isinstance(comp, gr.Dropdown) and [v for _, v in comp.choices] == list(spec.choices), name

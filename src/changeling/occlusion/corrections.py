@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FOLDER = "masks"
 CHUNK_KEY = "changeling-mask"
 MAX_PIXELS = 4096 * 4096
+IMPORT_HINT = "name each mask like its face file, as `changeling masks export` does"
 _AFFINE_TOLERANCE = 0.05  # px: an affine further off than this means the face was aligned again
 
 
@@ -62,6 +63,14 @@ def mask_from_image(image: Image.Image) -> Mask:
     return (grey > 127.5).astype(np.float32)
 
 
+def check_mask_size(path: Path, shape: tuple[int, ...], size: int, face_name: str = "") -> None:
+    """:class:`UserError` naming ``path`` when a mask of ``shape`` (H, W) is not its face's ``size`` square."""
+    h, w = (tuple(shape) + (0, 0))[:2]
+    if (w, h) != (size, size):
+        target = f"face {face_name}" if face_name else "its face"
+        raise UserError(f"mask is {w}x{h} but {target} is {size}x{size}; masks must match their face", path)
+
+
 def read_mask_png(path: Path, size: int, face_name: str = "") -> Mask:
     """A user's mask PNG for a face of ``size`` px; :class:`UserError` naming the file when it is unreadable or
     of another size."""
@@ -71,9 +80,7 @@ def read_mask_png(path: Path, size: int, face_name: str = "") -> Mask:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise UserError(f"mask is {w}x{h}, far larger than any face", path)
-            if (w, h) != (size, size):
-                target = f"face {face_name}" if face_name else "its face"
-                raise UserError(f"mask is {w}x{h} but {target} is {size}x{size}; masks must match their face", path)
+            check_mask_size(path, (h, w), size, face_name)
             img.load()
             return mask_from_image(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -147,18 +154,38 @@ def import_masks(faces_dir: Path, mask_paths: Sequence[Path]) -> list[tuple[Path
     checked: list[tuple[Path, Path, FaceMeta, Mask]] = []
     for mask_path in mask_paths:
         mask_path = Path(mask_path)
-        face = faces.get(mask_path.name)
-        if face is None:
-            raise UserError(f"no face named {mask_path.name} in {faces_dir} (deleted, or renamed by `faces sort`?); "
-                            "name each mask like its face file, as `changeling masks export` does", mask_path)
-        try:
-            meta = read_meta(face)
-        except FaceFileError as exc:
-            raise UserError(f"its face cannot be read: {exc}", mask_path) from None
+        face, meta = _face_named(faces_dir, faces, mask_path.name, mask_path)
         checked.append((mask_path, face, meta, read_mask_png(mask_path, meta.size, face.name)))
     for _mask_path, _face, meta, mask in checked:
         save_correction(faces_dir, meta, mask)
     return [(m, f) for m, f, _meta, _mask in checked]
+
+
+def import_mask(faces_dir: Path, face_name: str, mask: np.ndarray, hint: str = IMPORT_HINT) -> Path:
+    """Store ``mask`` (H, W) (float in [0, 1] or uint8 0/255; > half is visible) as the correction of the face
+    file ``face_name`` in ``faces_dir``, with :func:`import_masks`' checks: a face of that name exists and is
+    readable, the mask is its size; else :class:`UserError` naming the face's path (``hint`` ends the message
+    when the face is missing). Returns the correction's file."""
+    faces_dir = Path(faces_dir)
+    where = faces_dir / face_name
+    faces = {p.name: p for p in list_faces(faces_dir)}
+    face, meta = _face_named(faces_dir, faces, face_name, where, hint)
+    check_mask_size(where, np.shape(mask), meta.size, face.name)
+    return save_correction(faces_dir, meta, mask)
+
+
+def _face_named(faces_dir: Path, faces: dict[str, Path], name: str, origin: Path, hint: str = IMPORT_HINT
+                ) -> tuple[Path, FaceMeta]:
+    """The face file ``name`` of ``faces`` (name -> path) and its metadata; :class:`UserError` naming
+    ``origin`` when there is none of that name (ending with ``hint``) or it cannot be read."""
+    face = faces.get(name)
+    if face is None:
+        raise UserError(f"no face named {name} in {faces_dir} (deleted, or renamed by `faces sort`?); {hint}",
+                        origin)
+    try:
+        return face, read_meta(face)
+    except FaceFileError as exc:
+        raise UserError(f"its face cannot be read: {exc}", origin) from None
 
 
 def mask_files(paths: Sequence[Path]) -> list[Path]:

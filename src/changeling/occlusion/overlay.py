@@ -22,10 +22,10 @@ def tint_layers(visible: Mask, outline: Mask) -> list[tuple[NDArray[np.uint8], M
             (VISIBLE, (v * VISIBLE_ALPHA).astype(np.float32))]
 
 
-def tint(image: Frame, visible: Mask, outline: Mask) -> Frame:
+def tint(image: Frame, visible: Mask, outline: Mask, *, green: bool = True) -> Frame:
     """An aligned face (S, S, 3) uint8 with its covered part (``outline`` and not ``visible``) in red and its
-    visible part in green; masks (S, S) in [0, 1]."""
+    visible part in green (unless not ``green``: then only the red); masks (S, S) in [0, 1]."""
     out = image.astype(np.float32)
-    for colour, weight in tint_layers(visible, outline):
+    for colour, weight in tint_layers(visible, outline)[:None if green else 1]:
         out = out * (1 - weight[..., None]) + colour.astype(np.float32) * weight[..., None]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

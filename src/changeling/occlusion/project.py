@@ -17,7 +17,7 @@ import numpy as np
 from changeling.errors import UserError
 from changeling.faces.facefile import FaceFileError, FaceMeta, list_faces, read_face, read_meta
 from changeling.masks.raster import polygon_mask
-from changeling.occlusion.corrections import corrections_dir, read_correction, save_correction
+from changeling.occlusion.corrections import IMPORT_HINT, corrections_dir, import_mask, read_correction
 from changeling.occlusion.predict import Segmenter
 from changeling.occlusion.store import TRAIN_HINT, check_fits, read_segmenter, segmenter_path
 from changeling.project import Project
@@ -109,10 +109,12 @@ def face_mask(project: Project, side: str, face_path: Path, segmenter: Segmenter
     return np.minimum(outline, segmenter(image[None])[0]), "segmenter"
 
 
-def save_face_mask(project: Project, side: str, face_path: Path, mask: np.ndarray) -> Path:
-    """Keep a hand-corrected mask (S, S) for one face file (white / > 0.5: visible face). Returns its file."""
-    meta = read_meta(Path(face_path))
-    return save_correction(project.faces_dir(side), meta, mask)
+def save_face_mask(project: Project, side: str, face_path: Path, mask: np.ndarray, hint: str = IMPORT_HINT
+                   ) -> Path:
+    """Keep a hand-corrected mask (S, S) for the face file named like ``face_path`` among ``side``'s faces
+    (white / > 0.5: visible face), checked as `masks import` checks its PNGs (:func:`import_mask`: the face
+    exists, the mask is its size). Returns the correction's file."""
+    return import_mask(project.faces_dir(side), Path(face_path).name, mask, hint)
 
 
 def visible_planes(faces_dir: Path, images: np.ndarray, metas: Sequence[FaceMeta], segmenter: Segmenter | None

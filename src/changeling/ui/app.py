@@ -1,9 +1,10 @@
 """The web UI (``changeling ui``): the whole workflow in a browser, on Gradio.
 
 Tabs: Project (create or open a project folder, sample clips, its state), Extract (inputs for A and B, a job
-per side, face galleries where bad faces are deleted), Train (settings, start / stop / resume, the live
+per side, face galleries where bad faces are deleted; what covers a face in red), Masks (paint hand corrections
+of the occlusion mask, fine-tune the occlusion segmenter on them), Train (settings, start / stop / resume, the live
 preview grid, a loss curve, examples per second, elapsed time), Convert (a frame preview original | swapped |
-mask for the chosen colour mode and mask, render, play) and Verify (a file's provenance verdict), one module
+mask for the chosen colour mode and mask, and the occlusion mask over the frame; render, play) and Verify (a file's provenance verdict), one module
 each (``tab_*.py``); what they share is in :mod:`changeling.ui.page`. A tab's settings widgets are built from the
 settings fields it names (:mod:`changeling.ui.forms`), and its jobs' command lines from the same fields
 (:mod:`changeling.ui.commands`).
@@ -37,6 +38,7 @@ from changeling.ui.page import TICK_SECONDS, Page, Tab
 from changeling.ui.paths import FileGuard
 from changeling.ui.tab_convert import ConvertTab
 from changeling.ui.tab_extract import ExtractTab
+from changeling.ui.tab_masks import MasksTab
 from changeling.ui.tab_project import ProjectTab
 from changeling.ui.tab_train import TrainTab
 from changeling.ui.tab_verify import VerifyTab
@@ -50,7 +52,7 @@ CSS = """
 .verdict-unmarked {border-left: 8px solid #cf222e; padding-left: 14px}
 .job-status p {margin: 0}
 .job-status code {white-space: pre-wrap; word-break: break-word}
-#train-preview img, #convert-preview-image img {width: 100%; height: 100%; object-fit: contain}
+#train-preview img, #convert-preview-image img, #convert-occlusion-image img {width: 100%; height: 100%; object-fit: contain}
 """
 
 
@@ -72,7 +74,8 @@ def build_blocks(ws: Workspace) -> Any:
     with gr.Blocks(title="changeling", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         page = Page(ws)
         with gr.Tabs(elem_id="tabs"):
-            tabs: list[Tab] = [ProjectTab(page), ExtractTab(page), TrainTab(page), ConvertTab(page), VerifyTab(page)]
+            tabs: list[Tab] = [ProjectTab(page), ExtractTab(page), MasksTab(page), TrainTab(page), ConvertTab(page),
+                               VerifyTab(page)]
         timer = gr.Timer(TICK_SECONDS)
         for tab in tabs:
             tab.bind()

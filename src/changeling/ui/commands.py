@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from changeling.config import ConvertSettings, ExtractSettings, TrainSettings
+from changeling.config import ConvertSettings, ExtractSettings, MasksSettings, TrainSettings
 from changeling.config.schema import settings_to_argv
 from changeling.errors import UserError
 from changeling.project import Project
@@ -42,3 +42,8 @@ def convert_args(project: Project, source: Path, output: Path, settings: Convert
                  fields: Sequence[str]) -> list[str]:
     """``changeling convert`` of ``source`` into ``output``, with ``fields`` of ``settings``."""
     return ["convert", "-p", str(project.root), str(source), "-o", str(output), *settings_to_argv(settings, fields)]
+
+
+def masks_train_args(project: Project, settings: MasksSettings, fields: Sequence[str]) -> list[str]:
+    """``changeling masks train``: a first segmenter, or fine-tuning the project's on its hand corrections."""
+    return ["masks", "train", "-p", str(project.root), *settings_to_argv(settings, fields)]

@@ -66,7 +66,8 @@ class Form:
     def build(self) -> list[Any]:
         """The widgets, with the defaults of ``cls`` (a page shows the project's values once it loads)."""
         defaults = self.cls()
-        self.components = [widget(s, shown(s, getattr(defaults, s.name)), f"{self.section}-{s.name.replace('_', '-')}")
+        # widget() shows the value as its widget holds it (a duration as text): it gets the setting's own value
+        self.components = [widget(s, getattr(defaults, s.name), f"{self.section}-{s.name.replace('_', '-')}")
                            for s in self.specs]
         return self.components
 

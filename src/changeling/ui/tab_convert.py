@@ -1,4 +1,5 @@
-"""The Convert tab: a frame preview (original | swapped | mask) for the chosen colour mode and mask, a render
+"""The Convert tab: a frame preview (original | swapped | mask) for the chosen colour mode and mask, with the
+occlusion mask over the frame when the occlusion segmenter ran (``convert --preview``'s marked images), a render
 job, and the rendered video."""
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ FIELDS = (  # the ConvertSettings fields this tab shows, in order
     "smooth",
     "direction",
 )
+
+
+def preview_shown(written: Sequence[Path], color: str) -> tuple[Path, Path | None]:
+    """Of the images ``convert --preview`` wrote (one per colour mode, then the occlusion overlay when the
+    segmenter ran): the one of ``color`` (else the first) and the occlusion overlay, if written."""
+    chosen = [p for p in written if p.stem.endswith(f"_{color}")]
+    occlusion = [p for p in written if p.stem.endswith("_occlusion")]
+    return (chosen or list(written))[0], (occlusion[0] if occlusion else None)
 
 
 def job_output(argv: Sequence[str]) -> Path | None:
@@ -55,6 +64,10 @@ class ConvertTab:
             self.preview_img = gr.Image(label="original | swapped | mask", type="filepath", interactive=False,
                                         format="png", elem_id="convert-preview-image", height=320,
                                         buttons=["download", "fullscreen"])
+            self.occlusion_img = gr.Image(label="original | occlusion mask (red: covered, kept; green: swapped) | "
+                                          "mask", type="filepath", interactive=False, format="png", visible=False,
+                                          elem_id="convert-occlusion-image", height=320,
+                                          buttons=["download", "fullscreen"])
             self.video = gr.Video(label="rendered video", interactive=False, elem_id="convert-video", height=400)
             self.out_md = gr.Markdown("", elem_id="convert-output")
         page.restorable(self.form.components, lambda p: self.form.initial(page.settings_of(p).convert,
@@ -116,16 +129,18 @@ class ConvertTab:
         self.upload.upload(upload_source, [self.upload], [self.source, self.upload])
 
         @user_errors
-        def preview_frame(name: str | None, frame: Any, *values: Any) -> str:
+        def preview_frame(name: str | None, frame: Any, *values: Any) -> list[Any]:
             from changeling.convert import preview
 
             project = ws.project()
             source, settings = self.settings(project, name, values)
             written = preview(project, source, int(frame or 0), settings, out_dir=project.previews_dir / "convert")
-            chosen = [p for p in written if p.stem.endswith(f"_{settings.color}")]
-            return str(ws.inside((chosen or written)[0], project.root, "preview"))
+            chosen, occlusion = preview_shown(written, settings.color)
+            shown = str(ws.inside(occlusion, project.root, "preview")) if occlusion is not None else None
+            return [str(ws.inside(chosen, project.root, "preview")), gr.Image(value=shown, visible=shown is not None)]
 
-        self.preview_btn.click(preview_frame, [self.source, self.frame, *self.form.components], [self.preview_img])
+        self.preview_btn.click(preview_frame, [self.source, self.frame, *self.form.components],
+                               [self.preview_img, self.occlusion_img])
 
         @user_errors
         def render(name: str | None, *values: Any) -> list[Any]:

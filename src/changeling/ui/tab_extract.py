@@ -13,6 +13,7 @@ from changeling.project import Project
 from changeling.ui import paths, state
 from changeling.ui.commands import extract_args
 from changeling.ui.forms import Form
+from changeling.ui.masks import SEGMENTERS, ProjectSegmenter, SegmenterCache, gallery_images, masks_sig
 from changeling.ui.page import Page, Refresh, Snapshot, dir_sig, user_errors
 from changeling.vocab import SIDES
 
@@ -25,11 +26,14 @@ FIELDS = (  # the ExtractSettings fields this tab shows, in order
 FACES_PER_PAGE = 48
 
 
-def face_page(project: Project | None, side: str, page_no: Any) -> tuple[list[tuple[str, str]], list[str], str]:
-    """One gallery page of ``side``'s faces: (image, caption) pairs, the face files shown, the count line."""
+def face_page(project: Project | None, side: str, page_no: Any, segmenters: SegmenterCache | None = SEGMENTERS
+              ) -> tuple[list[tuple[Any, str]], list[str], str]:
+    """One gallery page of ``side``'s faces: (image, caption) pairs, the face files shown, the count line. With
+    ``segmenters``, a face that something covers (as the project's segmenter or a hand correction says) shows
+    that part in red."""
     from changeling.faces.facefile import list_faces
 
-    if project is None:
+    if project is None or side not in SIDES:
         return [], [], ""
     faces = list_faces(project.faces_dir(side))
     n_pages = max(1, -(-len(faces) // FACES_PER_PAGE))
@@ -38,8 +42,14 @@ def face_page(project: Project | None, side: str, page_no: Any) -> tuple[list[tu
     start = (p - 1) * FACES_PER_PAGE
     page_faces = [(f, paths.servable(project.root, f)) for f in faces[start:start + FACES_PER_PAGE]]
     shown = [(f, real) for f, real in page_faces if real is not None]
-    return ([(str(real), f.stem) for f, real in shown], [str(f) for f, _ in shown],
-            f"**{len(faces)}** faces of {side} (page {p} of {n_pages})")
+    loaded = segmenters.get(project) if segmenters is not None else ProjectSegmenter(None)
+    images = gallery_images(project, side, [real for _, real in shown], loaded.segmenter)
+    count = f"**{len(faces)}** faces of {side} (page {p} of {n_pages})"
+    if any(not isinstance(image, str) for image, _ in images):
+        count += "; red: what covers the face, as the occlusion segmenter or your correction says"
+    return ([(image, f.stem + (" (corrected)" if corrected else "")) for (f, _), (image, corrected)
+             in zip(shown, images, strict=True)], [str(f) for f, _ in shown],
+            count + (f"  \n{loaded.note}" if loaded.note else ""))
 
 
 class ExtractTab:
@@ -104,7 +114,7 @@ class ExtractTab:
             project = snap.project
             if project is None:
                 return
-            sig = (dir_sig(project.faces_dir(side)), int(page_no or 1))
+            sig = (dir_sig(project.faces_dir(side)), int(page_no or 1), masks_sig(project))
             if r.new.get(f"faces{side}") != sig:
                 r.new[f"faces{side}"] = sig
                 i = r.outputs.index(self.gallery[side])
