@@ -272,7 +272,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
     A (every few steps, at the model's resolution), the time until the swap is convincing (the view-size
     scores, every ``VIEW_PROBE_S`` seconds of training), and every score at the end of the budget."""
     from changeling.config import ExtractSettings, TrainSettings
-    from changeling.demo import sample_clips
+    from changeling.demo import DEMO_TRAIN, sample_clips
     from changeling.evaluate.paired import PairedSpec, make_paired_data
     from changeling.extract import extract
     from changeling.project import init_project
@@ -289,7 +289,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
         for side in ("A", "B"):
             extract(project, side, [clips[side]], ex, progress=False)
         settings = TrainSettings(preset=cast(Any, preset), device="cuda" if cuda else "cpu", max_time=budget,
-                                 preview_every=25 if cuda else 10, save_every=10_000)
+                                 preview_every=25 if cuda else 10, save_every=10_000, **DEMO_TRAIN.get(preset, {}))
         data: dict[tuple[int, str], Any] = {}
         trace: list[dict[str, float]] = []
         eval_s = 0.0
