@@ -141,12 +141,12 @@ def camera_spec(camera: str, platform: str = sys.platform) -> CameraSpec:
 
 def _camera_error(spec: CameraSpec, exc: BaseException) -> UserError:
     code = getattr(exc, "errno", None)
-    if code == errno.ENOENT or (spec.format == "v4l2" and not Path(spec.device).exists()):
-        return UserError(f"no such {spec.shown}: is it plugged in? (try another --camera index)")
     if code == errno.EBUSY:
         return UserError(f"{spec.shown} is busy: another program is using it")
     if code in (errno.EACCES, errno.EPERM):
         return UserError(f"{spec.shown}: permission denied (on Linux, join the 'video' group)")
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or (spec.format == "v4l2" and not Path(spec.device).exists()):
+        return UserError(f"no such {spec.shown}: is it plugged in? (try another --camera index)")
     reason = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]
     return UserError(f"{spec.shown} cannot be opened: {reason}")
 

@@ -99,7 +99,12 @@ def live(project: Project, settings: ConvertSettings, live_settings: LiveSetting
             camera.close()
         raise
     with torch_threads(1 if plan.device.type == "cpu" else None):
-        warm_up(conv, source)
+        try:
+            warm_up(conv, source)
+        except BaseException:  # Ctrl+C before the first frame: nothing to keep
+            for sink in sinks:
+                sink.abort()
+            raise
         report = run_live(conv, frames, source, sinks, stop=stop)
     report.output = next((str(s.path) for s in sinks if isinstance(s, FileSink)), None)
     return report
