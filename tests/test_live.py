@@ -32,7 +32,7 @@ from changeling.live.pipeline import LiveSession, run_live
 from changeling.live.sinks import CallbackSink, VirtualCameraSink
 from changeling.live.stats import LiveReport
 from changeling.models.registry import Dims, create_model, preset_config
-from changeling.project import Project, init_project
+from changeling.project import init_project
 from changeling.provenance.watermark import detect_watermark
 from changeling.synth import ClipInfo, make_clip, make_motion
 from changeling.train import checkpoint as ck
