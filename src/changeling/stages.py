@@ -65,6 +65,10 @@ class Channel(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         self._q: queue.Queue[T | _End | _Raised] = queue.Queue(maxsize=max(1, maxsize))
 
+    def empty(self) -> bool:
+        """Whether no item waits in the channel (its consumer has taken the last one)."""
+        return self._q.empty()
+
     def drain(self) -> int:
         """Drop every item waiting (a stopped pipeline's), so that no producer stays blocked on a full queue."""
         n = 0

@@ -9,9 +9,10 @@
       ──▶ output thread: the sinks (file, virtual camera, the page), and the latency of each frame
 
 The stages are :class:`~changeling.convert.pipeline.Converter`'s own steps (``plan``, ``swap``, ``render``), so
-live output is rendered, and watermarked, exactly as convert renders it. The channels between the stages hold
-one frame, so a frame waits behind at most one other at each stage; when the faces stage is still busy, the
-input replaces the frame in the slot instead of queueing it.
+live output is rendered, and watermarked, exactly as convert renders it. One frame in flight per stage: a stage
+takes its next frame only once the next stage has taken its last one, so frames do not wait in line between
+stages; while the faces stage is busy or held back, the input replaces the frame in the slot instead of
+queueing it (the drop).
 
 Ending: the input runs out (a file), :meth:`Stages.stop` or Ctrl+C (a camera). The frames already inside are
 still output on a normal end; on Ctrl+C they are left, and the sinks are closed either way: the file is
@@ -26,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,7 @@ from changeling.video.reader import FrameSource, TimedFrame
 
 log = logging.getLogger(__name__)
 
+HANDOFF_POLL_S = 0.002  # how often a stage looks whether the next one has taken its last frame
 Frames = Callable[[Callable[[], bool]], Iterator[Captured]]  # (stopped) -> the input's frames
 
 
@@ -84,23 +87,43 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
                 finally:
                     slot.end()
 
+            def free(ch: Channel[Any]) -> None:
+                """Wait until the next stage has taken its last item: a stage takes a frame only when it can
+                hand it on at once, so no frame waits behind another between stages, and while the first
+                stage waits the input's slot keeps only the newest frame."""
+                while not ch.empty():
+                    if stages.stopping:
+                        raise Stopped
+                    time.sleep(HANDOFF_POLL_S)
+
             def faces() -> None:
                 while not slot.ended:
                     if stages.stopping:
                         raise Stopped
+                    free(to_model)
                     captured = slot.take(POLL_S)
                     if captured is not None:
                         stages.put(to_model, (captured, conv.plan([captured.frame], smoother)))
                 stages.put(to_model, END)
 
             def model() -> None:
-                for captured, plans in stages.items(to_model):
+                while True:
+                    free(to_render)
+                    item = stages.get(to_model)
+                    if item is END:
+                        break
+                    captured, plans = item
                     conv.swap(plans)
                     stages.put(to_render, (captured, plans[0]))
                 stages.put(to_render, END)
 
             def render() -> None:
-                for captured, plan in stages.items(to_render):
+                while True:
+                    free(to_out)
+                    item = stages.get(to_render)
+                    if item is END:
+                        break
+                    captured, plan = item
                     stages.put(to_out, (captured, conv.render(plan)))
                 stages.put(to_out, END)
 

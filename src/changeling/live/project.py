@@ -22,7 +22,7 @@ from changeling.live.pipeline import Frames, run_live, warm_up
 from changeling.live.sinks import CameraBackend, FileSink, Sink, VirtualCameraSink
 from changeling.live.stats import LiveReport
 from changeling.project import Project
-from changeling.threads import torch_threads
+from changeling.threads import opencv_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ def live(project: Project, settings: ConvertSettings, live_settings: LiveSetting
         if camera is not None:
             camera.close()
         raise
-    with torch_threads(1 if plan.device.type == "cpu" else None):
+    # as in convert, the stages' threads are the parallelism: one thread each for PyTorch's and OpenCV's kernels
+    with torch_threads(1 if plan.device.type == "cpu" else None), opencv_threads(1):
         try:
             warm_up(conv, source)
         except BaseException:  # Ctrl+C before the first frame: nothing to keep
