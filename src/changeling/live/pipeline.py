@@ -106,26 +106,19 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
                         stages.put(to_model, (captured, conv.plan([captured.frame], smoother)))
                 stages.put(to_model, END)
 
-            def model() -> None:
+            def relay(src: Channel[Any], dst: Channel[Any], fn: Callable[[Any], Any]) -> None:
                 while True:
-                    free(to_render)
-                    item = stages.get(to_model)
+                    free(dst)
+                    item = stages.get(src)
                     if item is END:
                         break
-                    captured, plans = item
-                    conv.swap(plans)
-                    stages.put(to_render, (captured, plans[0]))
-                stages.put(to_render, END)
+                    captured, work = item
+                    stages.put(dst, (captured, fn(work)))
+                stages.put(dst, END)
 
-            def render() -> None:
-                while True:
-                    free(to_out)
-                    item = stages.get(to_render)
-                    if item is END:
-                        break
-                    captured, plan = item
-                    stages.put(to_out, (captured, conv.render(plan)))
-                stages.put(to_out, END)
+            def swapped(plans: list[FramePlan]) -> FramePlan:
+                conv.swap(plans)
+                return plans[0]
 
             def output(item: tuple[Captured, RenderedFrame]) -> None:
                 captured, rendered = item
@@ -137,8 +130,8 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
 
             stages.start("input", feed)
             stages.start("faces", faces)
-            stages.start("model", model)
-            stages.start("render", render)
+            stages.start("model", lambda: relay(to_model, to_render, swapped))
+            stages.start("render", lambda: relay(to_render, to_out, conv.render))
             stages.consume("output", to_out, output)
             try:
                 stages.join()
