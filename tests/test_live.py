@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from changeling.cli import main
 from changeling.config import ConvertSettings, LiveSettings
@@ -31,12 +30,10 @@ from changeling.live.inputs import Captured, LatestSlot, _camera_error, camera_s
 from changeling.live.pipeline import LiveSession, run_live
 from changeling.live.sinks import CallbackSink, VirtualCameraSink
 from changeling.live.stats import LiveReport
-from changeling.models.registry import Dims, create_model, preset_config
-from changeling.project import init_project
+from changeling.models.registry import Dims
+from changeling.project import Project, init_project
 from changeling.provenance.watermark import detect_watermark
 from changeling.synth import ClipInfo, make_clip, make_motion
-from changeling.train import checkpoint as ck
-from changeling.train.testfaces import make_faces
 from changeling.video.reader import FrameSource, TimedFrame
 from conftest import decode_all
 from test_convert import FakeFaces, TintModel, _marker
@@ -211,15 +208,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A project with an untrained tiny model at 32 px (its swap differs from the input: enough here), and a
     synthetic clip of a moving portrait."""
     root = tmp_path_factory.mktemp("live")
-    project = init_project(root / "proj")
-    make_faces(project.faces_dir("A"), "A", 2, size=32)
-    make_faces(project.faces_dir("B"), "B", 2, size=32)
-    torch.manual_seed(0)
-    config = preset_config("tiny", Dims(resolution=32, e_dims=4, ae_dims=16, d_dims=8))
-    ck.save_checkpoint(project.model_dir, "tiny", config, "whole",
-                       ck.SaveRequest(step=2, weights=create_model("tiny", config).state_dict(), settings={}))
+    project = tiny_project(root)
     clip = make_clip("astronaut", make_motion(seed=3, duration=1.0), (CW, CH), FPS, root / "clip.mp4", audio=False)
     return {"root": root, "project": project, "clip": clip}
+
+
+def tiny_project(root: Path) -> Project:
+    """``root/proj``: an untrained tiny model at 32 px and two faces a side."""
+    from changeling.bench.live_bench import bench_project
+
+    return bench_project(root, "tiny", Dims(resolution=32, e_dims=4, ae_dims=16, d_dims=8))
 
 
 def _face_box(clip: ClipInfo, i: int) -> tuple[slice, slice]:

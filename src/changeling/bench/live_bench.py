@@ -28,10 +28,11 @@ from changeling.train.testfaces import make_faces
 log = logging.getLogger(__name__)
 
 
-def bench_project(root: Path, preset: str = "tiny", resolution: int = 0) -> Project:
-    """A project holding an untrained ``preset`` model (``resolution`` 0: the preset's) and two faces a side."""
+def bench_project(root: Path, preset: str = "tiny", dims: Dims | None = None) -> Project:
+    """A project ``root/proj`` holding an untrained ``preset`` model (``dims`` over the preset's) and two faces
+    a side (the tests use it too, with a smaller model)."""
     project = init_project(root / "proj")
-    config = preset_config(preset, Dims(resolution=resolution) if resolution else None)
+    config = preset_config(preset, dims)
     for side in ("A", "B"):
         make_faces(project.faces_dir(side), side, 2, size=config.resolution)
     torch.manual_seed(0)
@@ -46,7 +47,7 @@ def bench_live(width: int, height: int, device: str = "cpu", *, seconds: float =
     median run's figures (by output frames/s) and every run's rate."""
     with tempfile.TemporaryDirectory(prefix="changeling-live-bench-") as tmp:
         root = Path(tmp)
-        project = bench_project(root, preset, resolution)
+        project = bench_project(root, preset, Dims(resolution=resolution))
         clip = make_clip("astronaut", make_motion(seed=7, duration=seconds), (width, height), fps,
                          root / "clip.mp4", audio=False)
         settings = Settings(train=TrainSettings(preset=preset))  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from changeling.ui.page import TICK_SECONDS, Page, Tab
 from changeling.ui.paths import FileGuard
 from changeling.ui.tab_convert import ConvertTab
 from changeling.ui.tab_extract import ExtractTab
+from changeling.ui.tab_live import LiveTab
 from changeling.ui.tab_project import ProjectTab
 from changeling.ui.tab_train import TrainTab
 from changeling.ui.tab_verify import VerifyTab
@@ -72,7 +73,8 @@ def build_blocks(ws: Workspace) -> Any:
     with gr.Blocks(title="changeling", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         page = Page(ws)
         with gr.Tabs(elem_id="tabs"):
-            tabs: list[Tab] = [ProjectTab(page), ExtractTab(page), TrainTab(page), ConvertTab(page), VerifyTab(page)]
+            tabs: list[Tab] = [ProjectTab(page), ExtractTab(page), TrainTab(page), ConvertTab(page), LiveTab(page),
+                               VerifyTab(page)]
         timer = gr.Timer(TICK_SECONDS)
         for tab in tabs:
             tab.bind()
