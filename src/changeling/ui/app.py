@@ -3,10 +3,10 @@
 Tabs: Project (create or open a project folder, sample clips, its state), Extract (inputs for A and B, a job
 per side, face galleries where bad faces are deleted), Train (settings, start / stop / resume, the live
 preview grid, a loss curve, examples per second, elapsed time), Convert (a frame preview original | swapped |
-mask for the chosen colour mode and mask, render, play) and Verify (a file's provenance verdict), one module
-each (``tab_*.py``); what they share is in :mod:`changeling.ui.page`. A tab's settings widgets are built from the
-settings fields it names (:mod:`changeling.ui.forms`), and its jobs' command lines from the same fields
-(:mod:`changeling.ui.commands`).
+mask for the chosen colour mode and mask, render, play), Live (the browser's camera swapped frame by frame) and
+Verify (a file's provenance verdict), one module each (``tab_*.py``); what they share is in
+:mod:`changeling.ui.page`. A tab's settings widgets are built from the settings fields it names
+(:mod:`changeling.ui.forms`), and its jobs' command lines from the same fields (:mod:`changeling.ui.commands`).
 
 Long jobs (extract, train, convert) are child processes of this server running the same CLI code a user
 would type (:mod:`changeling.ui.jobs`): one per project at a time, they survive a page reload or a closed
