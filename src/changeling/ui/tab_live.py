@@ -4,8 +4,9 @@ the output rate and the server's latency per frame.
 
 Gradio's own streaming carries the frames (``gr.Image(sources=["webcam"], streaming=True)`` and ``.stream``):
 they travel through the same routes as every other request, so the Host check, the launch token, same-origin
-and ``--auth`` apply unchanged, and nothing is fetched from outside (docs/decisions.md, "Live mode"). Frames
-that arrive while one is being swapped are not queued: only the newest waits (``trigger_mode="always_last"``).
+and ``--auth`` apply unchanged, and nothing is fetched from outside (docs/decisions.md, "Live mode"). The page grabs a camera frame every
+``STREAM_EVERY_S`` only while no frame is on its way (Gradio's webcam does not send while its event is pending),
+so frames are skipped, never queued.
 The swapped frame goes back as PNG (lossless), so the watermark reaches the page intact.
 """
 
