@@ -351,3 +351,13 @@ def test_ctrl_c_stops_cleanly_and_finishes_the_file(tiny: dict[str, Any], tmp_pa
     assert 0 < len(frames) < clip.frames  # stopped before the end, and what was swapped is in the file
     assert f"{out}: {len(frames)} frames" in stdout and "dropped" in stdout
     assert verify_file(out).verdict == "marked"
+
+
+def test_bench_case_reports_rate_latency_drops_and_stages() -> None:
+    from changeling.bench.live_bench import bench_live
+
+    out = bench_live(CW, CH, "cpu", seconds=1.0, fps=FPS, repeats=1)
+    assert out["frames_in"] == FPS and out["frames_out"] + round(out["drop_rate"] * FPS) == FPS
+    assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["runs"] == [round(out["fps"], 1)]
+    assert {"faces", "model", "render", "render_mark", "output"} <= set(out["stages_ms"])
+    assert out["input"] == f"{CW}x{CH}@{FPS}" and out["preset"] == "tiny"
