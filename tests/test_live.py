@@ -267,7 +267,7 @@ def test_virtual_camera_gets_every_frame_marked(tiny: dict[str, Any]) -> None:
         def close(self) -> None:
             opened.append((0, 0, 0.0))
 
-    report = live(tiny["project"], ConvertSettings(device="cpu"), LiveSettings(camera_fps=0),
+    report = live(tiny["project"], ConvertSettings(device="cpu"), LiveSettings(),
                   LiveOptions(input=tiny["clip"].path, virtual_camera=True), camera_backend=FakeCam)
     assert opened == [(CW, CH, float(FPS)), (0, 0, 0.0)]  # opened at the input's size and rate, then closed
     assert len(sent) == report.frames > 0

@@ -15,5 +15,4 @@ class LiveSettings:
     camera_height: int = settings_field(480, min=0, max=4320, label="camera height (px)",
                                         help="frame height asked of the camera (0: the camera's own)")
     camera_fps: int = settings_field(30, min=0, max=240, label="camera frame rate",
-                                     help="frames per second asked of the camera (0: the camera's own); also the "
-                                     "virtual camera's rate")
+                                     help="frames per second asked of the camera (0: the camera's own)")

@@ -103,17 +103,25 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
                     free(to_model)
                     captured = slot.take(POLL_S)
                     if captured is not None:
-                        stages.put(to_model, (captured, conv.plan([captured.frame], smoother)))
+                        c0 = time.thread_time()
+                        plans = conv.plan([captured.frame], smoother)
+                        conv.timer.add("faces_cpu", time.thread_time() - c0)
+                        stages.put(to_model, (captured, plans))
                 stages.put(to_model, END)
 
-            def relay(src: Channel[Any], dst: Channel[Any], fn: Callable[[Any], Any]) -> None:
+            def relay(name: str | None, src: Channel[Any], dst: Channel[Any], fn: Callable[[Any], Any]) -> None:
+                """Hand each item of ``src`` through ``fn`` to ``dst`` (its thread time as ``NAME_cpu``)."""
                 while True:
                     free(dst)
                     item = stages.get(src)
                     if item is END:
                         break
                     captured, work = item
-                    stages.put(dst, (captured, fn(work)))
+                    c0 = time.thread_time()
+                    done = fn(work)
+                    if name is not None:
+                        conv.timer.add(f"{name}_cpu", time.thread_time() - c0)
+                    stages.put(dst, (captured, done))
                 stages.put(dst, END)
 
             def swapped(plans: list[FramePlan]) -> FramePlan:
@@ -130,8 +138,8 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
 
             stages.start("input", feed)
             stages.start("faces", faces)
-            stages.start("model", lambda: relay(to_model, to_render, swapped))
-            stages.start("render", lambda: relay(to_render, to_out, conv.render))
+            stages.start("model", lambda: relay("model", to_model, to_render, swapped))
+            stages.start("render", lambda: relay(None, to_render, to_out, conv.render))  # it times itself
             stages.consume("output", to_out, output)
             try:
                 stages.join()

@@ -88,8 +88,7 @@ def live(project: Project, settings: ConvertSettings, live_settings: LiveSetting
         log.info("live: model %s (%s, %d px, step %d), %dx%d at %.2f frames/s", plan.model_dir, plan.preset,
                  plan.resolution, plan.step, source.width, source.height, float(source.fps))
         if options.virtual_camera:
-            rate = float(live_settings.camera_fps or source.fps)
-            sinks.append(VirtualCameraSink(source.width, source.height, rate, backend=camera_backend))
+            sinks.append(VirtualCameraSink(source.width, source.height, float(source.fps), backend=camera_backend))
         if options.output is not None:
             sinks.append(FileSink(conv.writer_factory, options.output, out_source))
     except BaseException:

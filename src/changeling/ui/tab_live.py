@@ -21,7 +21,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from changeling.ui.page import Page, user_errors
+from changeling.errors import UserError
+from changeling.ui.page import Page
 from changeling.video.reader import FrameSource
 
 STREAM_EVERY_S = 1 / 30  # how often the page sends a camera frame (the browser's own rate caps it)
@@ -71,11 +72,13 @@ class LiveTab:
     def bind(self) -> None:
         from changeling.live.stats import LiveReport
 
-        @user_errors
         def swap(frame: np.ndarray | None, current: _Stream | None) -> list[Any]:
             if frame is None:
                 return [gr.skip(), gr.skip(), current]
-            stream = self._stream(current, frame.shape)
+            try:
+                stream = self._stream(current, frame.shape)
+            except UserError as exc:  # no project, no model: said once under the stream, not a pop-up a frame
+                return [gr.skip(), f"**Cannot swap:** {exc}", current]
             rendered = stream.session.step(frame[..., :3])
             full = stream.session.meter.report(0, 0)
             recent = LiveReport(latencies=full.latencies[-WINDOW:], outputs=full.outputs[-WINDOW:])
