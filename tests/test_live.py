@@ -235,7 +235,7 @@ def test_file_played_live_to_a_file_is_swapped_and_marked(tiny: dict[str, Any], 
     report = live(tiny["project"], ConvertSettings(device="cpu"), LiveSettings(),
                   LiveOptions(input=clip.path, output=out))
     assert report.output == str(out) and report.captured == clip.frames
-    assert report.frames + report.dropped == clip.frames and report.frames > clip.frames // 2
+    assert report.frames + report.dropped == clip.frames and report.frames > 0  # how many: the machine's speed
     assert verify_file(out).verdict == "marked"
     got, times = decode_all(out)
     src, src_times = decode_all(clip.path)
@@ -335,8 +335,8 @@ def test_ctrl_c_stops_cleanly_and_finishes_the_file(tiny: dict[str, Any], tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
-        for line in proc.stderr:  # the model is loaded: frames follow
-            if line.startswith("live: model"):
+        for line in proc.stderr:  # warmed up: frames flow
+            if line.startswith("live: running"):
                 break
         time.sleep(3.0)
         proc.send_signal(signal.SIGINT)
@@ -358,6 +358,6 @@ def test_bench_case_reports_rate_latency_drops_and_stages() -> None:
 
     out = bench_live(CW, CH, "cpu", seconds=1.0, fps=FPS, repeats=1)
     assert out["frames_in"] == FPS and out["frames_out"] + round(out["drop_rate"] * FPS) == FPS
-    assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["runs"] == [round(out["fps"], 1)]
+    assert out["frames_out"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["runs"] == [round(out["fps"], 1)]
     assert {"faces", "model", "render", "render_mark", "output"} <= set(out["stages_ms"])
     assert out["input"] == f"{CW}x{CH}@{FPS}" and out["preset"] == "tiny"

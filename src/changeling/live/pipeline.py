@@ -43,7 +43,6 @@ from changeling.video.reader import FrameSource, TimedFrame
 
 log = logging.getLogger(__name__)
 
-HANDOFF_POLL_S = 0.002  # how often a stage looks whether the next one has taken its last frame
 Frames = Callable[[Callable[[], bool]], Iterator[Captured]]  # (stopped) -> the input's frames
 
 
@@ -91,10 +90,9 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
                 """Wait until the next stage has taken its last item: a stage takes a frame only when it can
                 hand it on at once, so no frame waits behind another between stages, and while the first
                 stage waits the input's slot keeps only the newest frame."""
-                while not ch.empty():
+                while not ch.wait_empty(POLL_S):
                     if stages.stopping:
                         raise Stopped
-                    time.sleep(HANDOFF_POLL_S)
 
             def faces() -> None:
                 while not slot.ended:

@@ -105,6 +105,7 @@ def live(project: Project, settings: ConvertSettings, live_settings: LiveSetting
             for sink in sinks:
                 sink.abort()
             raise
+        log.info("live: running (Ctrl+C to stop)")
         report = run_live(conv, frames, source, sinks, stop=stop)
     report.output = next((str(s.path) for s in sinks if isinstance(s, FileSink)), None)
     return report
