@@ -361,3 +361,31 @@ def test_bench_case_reports_rate_latency_drops_and_stages() -> None:
     assert out["frames_out"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["runs"] == [round(out["fps"], 1)]
     assert {"faces", "model", "render", "render_mark", "output"} <= set(out["stages_ms"])
     assert out["input"] == f"{CW}x{CH}@{FPS}" and out["preset"] == "tiny"
+
+
+def test_a_camera_through_pyav_to_a_file_until_stopped(tiny: dict[str, Any], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No camera here: FFmpeg's test source stands in for the device (the same PyAV path: open, size, rate,
+    frames stamped as they are read, closed at the end)."""
+    from changeling.live import inputs
+    from changeling.provenance import verify_file
+
+    monkeypatch.setattr(inputs, "camera_spec", lambda camera, platform: inputs.CameraSpec(
+        "lavfi", f"testsrc2=size={CW}x{CH}:rate={FPS}", f"camera {camera}"))
+    cam = inputs.Camera("0")
+    assert (cam.width, cam.height, cam.fps) == (CW, CH, FPS) and cam.source().kind == "stream"
+    got: list[Captured] = []
+    for c in cam.frames(lambda: len(got) >= 3):
+        got.append(c)
+    assert [c.frame.index for c in got] == [0, 1, 2] and got[0].frame.image.shape == (CH, CW, 3)
+    assert got[0].due <= got[1].due <= got[2].due and got[0].frame.time == 0.0
+
+    stop = threading.Event()
+    out = tmp_path / "camera.mp4"
+    timer = threading.Timer(2.0, stop.set)
+    timer.start()
+    report = live(tiny["project"], ConvertSettings(device="cpu"), LiveSettings(), LiveOptions(camera="0", output=out),
+                  stop=stop)
+    timer.join()
+    assert report.output == str(out) and report.frames > 0 and report.frames + report.dropped == report.captured
+    assert verify_file(out).verdict == "marked"  # no face in the test pattern: every frame marked all the same

@@ -170,7 +170,16 @@ class Camera:
             self._container.close()
             raise UserError(f"{self.spec.shown} gives no video")
         stream = self._container.streams.video[0]
-        self.width, self.height = int(stream.codec_context.width), int(stream.codec_context.height)
+        self._decoded = self._container.decode(stream)
+        try:  # the size of the frames it gives (a camera may not give the mode asked for, or announced)
+            first = next(self._decoded, None)
+        except (av.error.FFmpegError, OSError) as exc:
+            self._container.close()
+            raise _camera_error(self.spec, exc) from None
+        if first is None:
+            self._container.close()
+            raise UserError(f"{self.spec.shown} gives no frames")
+        self.width, self.height = int(first.width), int(first.height)
         rate = stream.average_rate or stream.guessed_rate or (fps or 30)
         self.fps = Fraction(rate).limit_denominator(1001)
 
@@ -187,13 +196,13 @@ class Camera:
         end."""
         start: float | None = None
         try:
-            for index, frame in enumerate(self._container.decode(video=0)):
+            for index, frame in enumerate(self._decoded):  # after the first (read when opened: stale by now)
+                if stopped():
+                    return
                 now = clock()
                 if start is None:
                     start = now
                 yield Captured(TimedFrame(index, now - start, None, frame_to_rgb(frame)), now)
-                if stopped():
-                    return
         except (av.error.FFmpegError, OSError) as exc:
             raise _camera_error(self.spec, exc) from None
         finally:
