@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="camera index (Linux: /dev/videoN, or a device path; Windows: the camera's name)")
     src.add_argument("--input", type=Path, default=None, metavar="FILE",
                      help="a video file played in real time, paced at its frame rate (tests, demos)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="also write the swapped frames to this video "
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the swapped frames to this video "
                    "(.mp4, .mkv, .mov), marked as convert marks its outputs")
     p.add_argument("--virtual-camera", action="store_true",
                    help="send the swapped frames to a virtual camera (Zoom, OBS): needs pip install "
