@@ -150,3 +150,15 @@ def test_a_pool_error_the_caller_hands_to_fail_is_raised_at_the_next_get() -> No
         stages.get(ch)
     with pytest.raises(ValueError, match="model failed"):
         stages.__exit__(None, None, None)
+
+
+def test_wait_empty_wakes_when_the_consumer_takes_the_item() -> None:
+    with Stages() as stages:
+        ch = stages.channel(1)
+        assert ch.wait_empty(0.0)
+        stages.put(ch, 1)
+        assert not ch.wait_empty(0.01)
+        taker = threading.Timer(0.05, lambda: stages.get(ch))
+        taker.start()
+        assert ch.wait_empty(30.0)  # woken by the get, long before the timeout
+        taker.join()

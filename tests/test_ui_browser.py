@@ -365,7 +365,8 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
     assert "A_train.mp4" in pg.locator("#verify-report textarea").input_value()
 
     # every tab was opened and each is there once (a stray child of gr.Tabs makes the page repeat them)
-    assert pg.get_by_role("tab").all_inner_texts() == ["Project", "Extract", "Masks", "Train", "Convert", "Verify"]
+    assert pg.get_by_role("tab").all_inner_texts() == ["Project", "Extract", "Masks", "Train", "Convert", "Live",
+                                                         "Verify"]
 
     # the page fetched nothing from anywhere but this server
     assert page.requests

@@ -65,6 +65,15 @@ class Channel(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         self._q: queue.Queue[T | _End | _Raised] = queue.Queue(maxsize=max(1, maxsize))
 
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no item waits in the channel (its consumer has taken the last
+        one); whether none does. Woken by the consumer's get, not by polling."""
+        q = self._q
+        with q.not_full:  # every get notifies it
+            if q.queue:
+                q.not_full.wait(timeout)
+            return not q.queue
+
     def drain(self) -> int:
         """Drop every item waiting (a stopped pipeline's), so that no producer stays blocked on a full queue."""
         n = 0

@@ -18,6 +18,9 @@ TARGETS = {
     "convert-720p": {"cpu": ">= 20 frames/s", "cuda": "-"},
     "convert-1080p": {"cpu": "-", "cuda": ">= 150 frames/s"},
     "time-to-recognisable": {"cpu": "<= 600 s", "cuda": "<= 90 s"},
+    "live": {"cpu": ">= 25 frames/s, p95 <= 120 ms, <= 5% dropped (640x480 at 30 fps, tiny)", "cuda": "-"},
+    "live-720p": {"cpu": ">= 15 frames/s (1280x720 at 30 fps, tiny)", "cuda": "-"},
+    "live-1080p-df128": {"cpu": "-", "cuda": ">= 60 frames/s, p95 <= 50 ms (1920x1080 at 60 fps, df 128)"},
 }
 
 
@@ -383,3 +386,30 @@ def convert_720p_occlusion(device: str, repeats: int, quick: bool = False) -> di
             "render_mask_ms_per_frame": best["stages_ms"].get("render_mask"), "stages_ms": best["stages_ms"],
             "detail_keys": ["runs", "runs_without", "occlusion_ms_per_frame", "render_mask_ms_per_frame",
                             "stages_ms"]}
+
+
+# ------------------------------------------------------------------------------------------------ live
+
+
+def _live(case: str, device: str, repeats: int, quick: bool, width: int, height: int, **kw: Any) -> dict[str, Any]:
+    from changeling.bench.live_bench import bench_live
+
+    out = bench_live(width, height, device, repeats=repeats, seconds=5.0 if quick else 10.0, **kw)
+    keys = ["input", "preset", "p50_ms", "p95_ms", "drop_rate", "runs", "p95_runs", "drop_runs", "frames_in",
+            "frames_out", "stages_ms"]
+    return {"value": out["fps"], "unit": "frames/s", "target": _target(case, device), **out, "detail_keys": keys}
+
+
+def live_640(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """``changeling live`` on a 640x480 clip played at 30 frames/s, tiny model: output rate, latency, drops."""
+    return _live("live", device, repeats, quick, 640, 480)
+
+
+def live_720p(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """The same at 1280x720."""
+    return _live("live-720p", device, repeats, quick, 1280, 720)
+
+
+def live_1080p_df128(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    """1920x1080 played at 60 frames/s with a df model at 128 px (the GPU target)."""
+    return _live("live-1080p-df128", device, repeats, quick, 1920, 1080, fps=60.0, preset="df", resolution=128)

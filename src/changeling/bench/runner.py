@@ -55,6 +55,11 @@ CASES: dict[str, Case] = {c.name: c for c in (
          "occlusion segmenter: IoU on held-out occluders, occluder pixels kept by convert, training time"),
     Case("convert-720p-occlusion", "changeling.bench.cases:convert_720p_occlusion",
          "convert end to end at 720p with the occlusion mask on, frames/s"),
+    Case("live", "changeling.bench.cases:live_640",
+         "live mode on a 640x480 clip played at 30 frames/s (tiny): output frames/s, p50/p95 latency, drops"),
+    Case("live-720p", "changeling.bench.cases:live_720p", "live mode at 1280x720, 30 frames/s (tiny)"),
+    Case("live-1080p-df128", "changeling.bench.cases:live_1080p_df128",
+         "live mode at 1920x1080, 60 frames/s, df 128 px (the GPU target)"),
 )}
 
 CPU_DEFAULT = ("train-tiny", "extract-720p", "convert-720p")

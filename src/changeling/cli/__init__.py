@@ -19,6 +19,7 @@ from changeling.cli import (
     extract,
     faces,
     init,
+    live,
     masks,
     train,
     ui,
@@ -28,7 +29,7 @@ from changeling.errors import InterruptedRun, UserError
 from changeling.threads import allow_worker_processes
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_COMMANDS = (init, extract, train, convert, verify, evaluate, demo, ui, bench, faces, masks)
+_COMMANDS = (init, extract, train, convert, live, verify, evaluate, demo, ui, bench, faces, masks)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,12 +9,13 @@ from typing import Any
 from changeling.config.convert import ConvertSettings
 from changeling.config.core import apply, read_toml
 from changeling.config.extract import ExtractSettings
+from changeling.config.live import LiveSettings
 from changeling.config.masks import MasksSettings
 from changeling.config.train import TrainSettings
 from changeling.errors import UserError
 
 SECTIONS: dict[str, type] = {"extract": ExtractSettings, "train": TrainSettings, "convert": ConvertSettings,
-                             "masks": MasksSettings}
+                             "masks": MasksSettings, "live": LiveSettings}
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     convert: ConvertSettings = field(default_factory=ConvertSettings)
     masks: MasksSettings = field(default_factory=MasksSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
 
 
 def load_settings(toml_path: Path | None) -> Settings:
@@ -46,4 +48,4 @@ def with_flags(section: Any, flags: dict[str, Any]) -> Any:
     return apply(section, given, "command line")
 
 
-__all__ = ["ConvertSettings", "ExtractSettings", "MasksSettings", "Settings", "TrainSettings", "load_settings", "with_flags"]
+__all__ = ["ConvertSettings", "ExtractSettings", "LiveSettings", "MasksSettings", "Settings", "TrainSettings", "load_settings", "with_flags"]

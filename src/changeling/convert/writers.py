@@ -119,12 +119,14 @@ class VideoFileWriter:
         self.path = Path(path)
         self._sign = sign
         audio = source.path if source.kind == "video" else None
+        # a video keeps its frames' times and audio; a live stream (kind "stream") its frames' times only
+        timed = source.kind in ("video", "stream")
         self._writer = VideoWriter(self.path, width=source.width, height=source.height, fps=source.fps,
-                                   time_base=source.time_base if source.kind == "video" else None, crf=crf,
+                                   time_base=source.time_base if timed else None, crf=crf,
                                    preset=preset, audio_from=audio, metadata=dict(metadata or {}),
                                    inputs=[source.path])
         self._writer.open()
-        self._video = source.kind == "video"
+        self._video = timed
         self._i420 = self._writer.settings.pix_fmt == "yuv420p"
 
     def prepare(self, frame: RenderedFrame) -> object:

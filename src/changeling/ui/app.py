@@ -4,10 +4,10 @@ Tabs: Project (create or open a project folder, sample clips, its state), Extrac
 per side, face galleries where bad faces are deleted; what covers a face in red), Masks (paint hand corrections
 of the occlusion mask, fine-tune the occlusion segmenter on them), Train (settings, start / stop / resume, the live
 preview grid, a loss curve, examples per second, elapsed time), Convert (a frame preview original | swapped |
-mask for the chosen colour mode and mask, and the occlusion mask over the frame; render, play) and Verify (a file's provenance verdict), one module
-each (``tab_*.py``); what they share is in :mod:`changeling.ui.page`. A tab's settings widgets are built from the
-settings fields it names (:mod:`changeling.ui.forms`), and its jobs' command lines from the same fields
-(:mod:`changeling.ui.commands`).
+mask for the chosen colour mode and mask, and the occlusion mask over the frame; render, play), Live (the browser's
+camera swapped frame by frame) and Verify (a file's provenance verdict), one module each (``tab_*.py``); what they
+share is in :mod:`changeling.ui.page`. A tab's settings widgets are built from the settings fields it names
+(:mod:`changeling.ui.forms`), and its jobs' command lines from the same fields (:mod:`changeling.ui.commands`).
 
 Long jobs (extract, train, convert) are child processes of this server running the same CLI code a user
 would type (:mod:`changeling.ui.jobs`): one per project at a time, they survive a page reload or a closed
@@ -38,6 +38,7 @@ from changeling.ui.page import TICK_SECONDS, Page, Tab
 from changeling.ui.paths import FileGuard
 from changeling.ui.tab_convert import ConvertTab
 from changeling.ui.tab_extract import ExtractTab
+from changeling.ui.tab_live import LiveTab
 from changeling.ui.tab_masks import MasksTab
 from changeling.ui.tab_project import ProjectTab
 from changeling.ui.tab_train import TrainTab
@@ -75,6 +76,7 @@ def build_blocks(ws: Workspace) -> Any:
         page = Page(ws)
         with gr.Tabs(elem_id="tabs"):
             tabs: list[Tab] = [ProjectTab(page), ExtractTab(page), MasksTab(page), TrainTab(page), ConvertTab(page),
+                               LiveTab(page),
                                VerifyTab(page)]
         timer = gr.Timer(TICK_SECONDS)
         for tab in tabs:

@@ -36,7 +36,7 @@ class FrameSource:
     """An ordered source of RGB frames. Iterate it; ``skipped`` counts frames that failed to decode."""
 
     path: Path
-    kind: str  # "video" | "images"
+    kind: str  # "video" | "images" | "stream" (live frames: times, no audio; not iterable here)
     width: int
     height: int
     fps: Fraction
