@@ -471,6 +471,27 @@ def test_model_swapper_runs_a_real_tiny_model() -> None:
     with pytest.raises(ValueError, match="uint8 crops"):
         sw(crops[:, :32])
 
+
+def test_model_swapper_takes_the_detail_stages_size_from_the_model(video: Path, tmp_path: Path) -> None:
+    """A swapper built without ``output_resolution`` over a model behind a detail stage renders at the stage's
+    size, so masks from the occlusion segmenter (at the model's size) and the hull (at the face's) agree; the
+    occlusion bench built its swapper this way and failed on "masks differ in shape"."""
+    from changeling.convert.sources import ModelSwapper
+    from changeling.models.detail import DetailConfig, DetailedModel, DetailStage
+    from changeling.models.registry import create_model
+
+    pair = create_model("tiny").eval()
+    model = DetailedModel(pair, DetailStage(DetailConfig(resolution=64, scale=4))).eval()
+    sw = ModelSwapper(model, resolution=64, face_type="whole", to="B")
+    assert sw.output_resolution == 256
+    crops = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    faces, masks = sw(crops)
+    assert faces.shape == (2, 256, 256, 3) and masks.shape == (2, 256, 256)
+    occ = _converter(swapper=sw, masks=MaskBuilder("combined", erode=0, blur=4),
+                     occlusion=lambda c: np.ones(c.shape[:3], np.float32))
+    report = occ.run(video, tmp_path / "out")
+    assert report.frames_swapped == N - len(NO_FACE)
+
 # ---- end to end: extract, train a tiny model, convert, verify (real modules, real CLI) ---------------------
 
 EW, EH, EN = 320, 240, 16

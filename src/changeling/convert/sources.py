@@ -146,7 +146,8 @@ class ModelSwapper:
                  device: torch.device | str = "cpu", output_resolution: int = 0) -> None:
         self.model = model
         self.resolution = int(resolution)
-        self.output_resolution = int(output_resolution or resolution)
+        # a model behind a detail stage says how large its faces come out; every caller gets that by default
+        self.output_resolution = int(output_resolution or getattr(model, "output_resolution", 0) or resolution)
         self.face_type = face_type
         self.to: Side = to
         self.device = torch.device(device)
