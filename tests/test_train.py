@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -264,6 +266,28 @@ def test_settings_may_change_on_resume_but_not_the_model_shape(tmp_path: Path,
     with pytest.raises(UserError, match="holds a 'tiny' model.*Use --preset tiny"):
         loop.train(project, settings(max_steps=6, preset="df"), progress=False)
     assert mck.list_checkpoints(project.model_dir)[-1][0] == 4  # nothing was overwritten
+
+
+def test_a_resumed_run_reads_and_checks_its_checkpoint_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model shape is read and checked once per run: one verified read of the newest checkpoint before
+    training (a rollback would read again; there is none here), and no second read of its ``state.json``."""
+    project = make_project(tmp_path / "p")
+    loop.train(project, settings(max_steps=2, save_every=2), progress=False)
+    reads: list[str] = []
+
+    def counted(name: str) -> Callable[..., Any]:
+        real = getattr(mck, name)
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            reads.append(name)
+            return real(*args, **kwargs)
+
+        return read
+
+    for name in ("read_checkpoint", "read_state"):
+        monkeypatch.setattr(mck, name, counted(name))
+    assert loop.train(project, settings(max_steps=3, save_every=3), progress=False).step == 3
+    assert reads == ["read_checkpoint"]
 
 
 def test_init_from_copies_the_encoder_only(tmp_path: Path) -> None:

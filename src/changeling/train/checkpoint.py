@@ -22,9 +22,6 @@ from safetensors.torch import save as st_save
 from changeling.errors import UserError
 from changeling.fileio import fsync_dir
 from changeling.models.checkpoint import latest_checkpoint, list_checkpoints, step_name
-from changeling.models.checkpoint import (
-    read_state as read_state,  # for ui/state.py, until it imports it from there
-)
 from changeling.models.checkpoint_state import (
     DETAIL,
     DETAIL_OPTIMIZER,

@@ -59,7 +59,7 @@ class ModelState:
 def model_state(project: Project) -> ModelState | None:
     """The newest checkpoint's step, preset and training time, or ``None`` when there is no model yet."""
     from changeling.errors import UserError
-    from changeling.train.checkpoint import latest_checkpoint, read_state
+    from changeling.models.checkpoint import latest_checkpoint, read_state
 
     latest = latest_checkpoint(project.model_dir)
     if latest is None:
