@@ -16,7 +16,8 @@ class MasksSettings:
                                      "but trains about 3x slower)")
     width: int = settings_field(8, min=4, max=64, label="segmenter width",
                                 help="channels of the segmenter's first stage")
-    max_steps: int = settings_field(1500, min=1, label="steps", help="steps of a first training")
+    max_steps: int = settings_field(8000, min=1, label="steps",
+                                    help="steps of a first training (the time limit usually ends it first)")
     finetune_steps: int = settings_field(300, min=1, label="fine-tuning steps",
                                          help="steps each later `masks train` adds (fine-tuning on corrections)")
     max_time: float = settings_field(240.0, min=0.0, duration=True, label="time limit",
