@@ -326,7 +326,7 @@ def test_from_nothing_to_a_verified_swap(server: Server, page: Page, tmp_path: P
     time.sleep(TICK_WAIT)  # one more refresh: the final preview and stats
     stats = pg.locator("#train-stats").inner_text()
     step = int(re.search(r"step (\d+)", stats).group(1))  # type: ignore[union-attr]
-    from changeling.train.checkpoint import latest_checkpoint, read_state
+    from changeling.models.checkpoint import latest_checkpoint, read_state
 
     latest = latest_checkpoint(project / "model")
     assert latest is not None and read_state(latest)[0].step == step >= 5
@@ -401,11 +401,18 @@ def test_a_mask_painted_in_the_editor_is_saved_as_the_faces_correction(server: S
     pg.mouse.down()
     pg.mouse.move(x + box["height"] * 0.25, y, steps=4)  # each move redraws the canvas (slow without a GPU)
     pg.mouse.up()
-    pg.wait_for_timeout(1000)  # the editor hands its layer over after the stroke ends
-    pg.locator("#masks-save").click()
-    pg.wait_for_function("() => document.querySelector('#masks-note').innerText.includes('hand correction')")
+    # The editor hands its layer over some time after the stroke ends (longer on a slow machine): save until
+    # the stored correction carries the stroke, each save waited for by the file changing, within a minute.
     stored = correction_path(project.faces_dir("A"), read_meta(face))
-    visible = int((np.asarray(Image.open(stored)) > 127).sum())
+    deadline, visible, last = time.monotonic() + 60, outline, None
+    while visible >= outline and time.monotonic() < deadline:
+        pg.wait_for_timeout(500)
+        pg.locator("#masks-save").click()
+        pg.wait_for_function("() => document.querySelector('#masks-note').innerText.includes('hand correction')")
+        while time.monotonic() < deadline and (not stored.is_file() or stored.stat().st_mtime_ns == last):
+            time.sleep(0.1)
+        last = stored.stat().st_mtime_ns
+        visible = int((np.asarray(Image.open(stored)) > 127).sum())
     assert 0.5 * outline < visible < outline  # the stroke took a band out of the face's outline
     pg.wait_for_function("() => document.querySelector('#masks-summary').innerText.includes('1 of A')")
     page.shot("1-saved")

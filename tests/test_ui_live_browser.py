@@ -76,7 +76,7 @@ def camera_browser(camera_clip: tuple[Path, list[Any]]) -> Iterator[Any]:
             b.close()
 
 
-def _outputs(p: Page, done: Callable[[list[np.ndarray]], bool], timeout: float = 120) -> list[np.ndarray]:
+def _outputs(p: Page, done: Callable[[list[np.ndarray]], bool], timeout: float = 300) -> list[np.ndarray]:
     """The swapped frames the page shows, fetched as the page fetches them, until ``done(frames)``."""
     seen: dict[str, np.ndarray] = {}
     deadline = time.monotonic() + timeout

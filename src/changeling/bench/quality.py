@@ -99,9 +99,10 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    if cpu_clock:
-        from changeling.train import loop
+    from changeling.train import loop
 
+    wall_clock = loop.BUDGET_CLOCK
+    if cpu_clock:
         loop.BUDGET_CLOCK = time.process_time
     tmp = None if keep is not None else tempfile.TemporaryDirectory(prefix="changeling-quality-")
     root = Path(keep if keep is not None else tmp.name)  # type: ignore[union-attr]
@@ -115,6 +116,7 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
             log.info("quality: %s", rows[-1])
         return rows
     finally:
+        loop.BUDGET_CLOCK = wall_clock  # later trainings in this process count wall time again
         if tmp is not None:
             tmp.cleanup()
 

@@ -71,6 +71,12 @@ class LatencyMeter:
             self._latencies.append(out - due)
             self._outputs.append(out)
 
+    def recent(self, n: int) -> tuple[int, LiveReport]:
+        """Frames output so far, and a report of the last ``n`` only (a page updates it every frame: copying
+        the whole history each time would grow with the session)."""
+        with self._lock:
+            return len(self._latencies), LiveReport(latencies=self._latencies[-n:], outputs=self._outputs[-n:])
+
     def report(self, captured: int, dropped: int, stages: dict[str, float] | None = None) -> LiveReport:
         with self._lock:
             return LiveReport(captured, dropped, list(self._latencies), list(self._outputs), dict(stages or {}))

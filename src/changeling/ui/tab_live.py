@@ -70,7 +70,6 @@ class LiveTab:
         return _Stream(project.root, LiveSession(conv, source))
 
     def bind(self) -> None:
-        from changeling.live.stats import LiveReport
 
         def swap(frame: np.ndarray | None, current: _Stream | None) -> list[Any]:
             if frame is None:
@@ -80,9 +79,8 @@ class LiveTab:
             except UserError as exc:  # no project, no model: said once under the stream, not a pop-up a frame
                 return [gr.skip(), f"**Cannot swap:** {exc}", current]
             rendered = stream.session.step(frame[..., :3])
-            full = stream.session.meter.report(0, 0)
-            recent = LiveReport(latencies=full.latencies[-WINDOW:], outputs=full.outputs[-WINDOW:])
-            text = (f"**{full.frames}** frames swapped · **{recent.fps:.1f}** frames/s · server latency p50 "
+            frames, recent = stream.session.meter.recent(WINDOW)
+            text = (f"**{frames}** frames swapped · **{recent.fps:.1f}** frames/s · server latency p50 "
                     f"**{recent.latency_ms(0.5):.0f} ms**, p95 **{recent.latency_ms(0.95):.0f} ms**")
             return [rendered.image, text, stream]
 

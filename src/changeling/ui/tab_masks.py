@@ -145,7 +145,7 @@ class MasksTab:
         def masks_pick(side: str, shown: list[str], evt: gr.SelectData) -> list[Any]:
             i = evt.index if isinstance(evt.index, int) else -1
             if not 0 <= i < len(shown):
-                return [gr.skip()] * 4
+                return [gr.skip()] * 5  # one per output: a short list is an error in Gradio
             opened = open_for_editing(ws, side, shown[i])
             return [editor_update(opened), shown[i], opened.key, opened.base, opened.note]
 
