@@ -325,7 +325,8 @@ def test_bad_input_is_one_line_and_exit_2(tiny: dict[str, Any], tmp_path: Path,
 def test_ctrl_c_stops_cleanly_and_finishes_the_file(tiny: dict[str, Any], tmp_path: Path) -> None:
     from changeling.provenance import verify_file
 
-    clip = make_clip("astronaut", make_motion(seed=4, duration=8.0), (CW, CH), FPS, tmp_path / "long.mp4",
+    # 20 s: Ctrl+C comes 3 s into it, with room to spare for a CI machine that runs everything slowly
+    clip = make_clip("astronaut", make_motion(seed=4, duration=20.0), (CW, CH), FPS, tmp_path / "long.mp4",
                      audio=False)
     out = tmp_path / "out.mp4"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
