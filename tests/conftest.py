@@ -72,3 +72,14 @@ def mjpeg_with_corrupt_frame(path: Path, frames: list[np.ndarray], bad: int) -> 
     assert at > 0
     path.write_bytes(raw[:at] + bytes(len(payload)) + raw[at + len(payload):])  # that frame's data zeroed
     return path
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_a_shell_gives_it() -> None:
+    """Each test starts with Ctrl+C as a user's shell hands it to a program: the default handler, not blocked.
+    Children inherit an ignored or blocked SIGINT across exec, and in the whole suite something before the
+    tests that send Ctrl+C to a child left it so (the Ctrl+C tests then saw a child that never stopped)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
