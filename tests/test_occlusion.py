@@ -196,6 +196,20 @@ def test_training_saves_resumes_exactly_and_fine_tunes(project: Project, tmp_pat
     assert train_segmenter(project, dataclasses.replace(TINY, resolution=48), fresh=True, progress=False).step == 4
 
 
+def test_a_segmenter_of_an_older_default_shape_fine_tunes_in_its_own_shape(project: Project) -> None:
+    # a project trained before the default width changed: `masks train` with the defaults goes on with the stored
+    # shape instead of asking for --fresh; an explicitly different shape is still refused (test above)
+    train_segmenter(project, TINY, progress=False)
+    defaults = MasksSettings()
+    assert (TINY.resolution, TINY.width) != (defaults.resolution, defaults.width)
+    with_defaults = dataclasses.replace(TINY, resolution=defaults.resolution, width=defaults.width)
+    tuned = train_segmenter(project, with_defaults, progress=False)
+    assert tuned.step == 6 and tuned.steps_run == 2
+    assert read_segmenter(segmenter_path(project.root)).info.config == SegmenterConfig(TINY.resolution, TINY.width)
+    with pytest.raises(UserError, match="--fresh"):
+        train_segmenter(project, dataclasses.replace(with_defaults, width=defaults.width + 4), progress=False)
+
+
 def test_masks_occlusion_without_a_segmenter_says_how_to_train(project: Project) -> None:
     assert load_project_segmenter(project.root) is None
     with pytest.raises(UserError, match="changeling masks train"):

@@ -135,10 +135,12 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     n_workers = workers or min(8, os.cpu_count() or 1)
     segmenter = None
     if occlusion:
+        from changeling.config import MasksSettings
         from changeling.occlusion.net import SegmenterConfig
         from changeling.occlusion.predict import Segmenter
 
-        segmenter = Segmenter.untrained(SegmenterConfig(), dev)
+        shape = MasksSettings()  # the default segmenter's shape, as `changeling masks train` makes it
+        segmenter = Segmenter.untrained(SegmenterConfig(resolution=shape.resolution, width=shape.width), dev)
         segmenter(np.zeros((batch_size, pair.resolution, pair.resolution, 3), np.uint8))  # warm-up
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         clip = make_clip(Path(tmp) / f"bench_{resolution}.mp4", width, height, frames)

@@ -14,8 +14,9 @@ class MasksSettings:
     resolution: int = settings_field(64, min=32, max=512, label="segmenter resolution (px)",
                                      help="segmenter input size in pixels, a multiple of 16 (128 gives finer edges "
                                      "but trains about 3x slower)")
-    width: int = settings_field(8, min=4, max=64, label="segmenter width",
-                                help="channels of the segmenter's first stage")
+    width: int = settings_field(16, min=4, max=64, label="segmenter width",
+                                help="channels of the segmenter's first stage (16 measured best in 4 minutes: "
+                                "bench/RESULTS.md)")
     max_steps: int = settings_field(8000, min=1, label="steps",
                                     help="steps of a first training (the time limit usually ends it first)")
     finetune_steps: int = settings_field(300, min=1, label="fine-tuning steps",

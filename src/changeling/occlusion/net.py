@@ -24,7 +24,7 @@ class SegmenterConfig:
     """The shape of a segmenter, saved in its file so it can be rebuilt from the file alone."""
 
     resolution: int = 64  # input side in pixels, a multiple of 16
-    width: int = 8  # channels of the first stage; the stages below have 2x, 4x and 6x
+    width: int = 16  # channels of the first stage; the stages below have 2x, 4x and 6x (default: MasksSettings)
 
     def __post_init__(self) -> None:
         if not (32 <= self.resolution <= 512 and self.resolution % 16 == 0):

@@ -207,20 +207,30 @@ def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ((x - mean) * contrast + mean + bright).clamp(0, 1)
 
 
+def _shape_is_default(settings: MasksSettings) -> bool:
+    defaults = MasksSettings()
+    return (settings.resolution, settings.width) == (defaults.resolution, defaults.width)
+
+
 def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = False, progress: bool = True,
                     on_step: Callable[[int, float], None] | None = None) -> SegmenterReport:
     """Train (or resume, or fine-tune) the project's occlusion segmenter; see the module's docstring."""
     device = resolve_device(settings.device)
     path = segmenter_path(project.root)
     config = SegmenterConfig(resolution=settings.resolution, width=settings.width)
+    loaded = read_segmenter(path) if path.exists() and not fresh else None
+    if loaded is not None and loaded.info.config != config and _shape_is_default(settings):
+        # a segmenter trained under older defaults goes on in its own shape; only an explicit shape is refused
+        log.info("keeping the segmenter's shape (%d px, width %d); `changeling masks train --fresh` trains one of "
+                 "the current default shape", loaded.info.config.resolution, loaded.info.config.width)
+        config = loaded.info.config
     faces = load_training_faces(project, config.resolution, settings.max_faces, progress=progress)
     with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's RNG alone
         torch.manual_seed(settings.seed)
         net = OcclusionNet(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     step, start, target, seconds_before = 0, 0, settings.max_steps, 0.0
-    if path.exists() and not fresh:
-        loaded = read_segmenter(path)
+    if loaded is not None:
         check_fits(loaded.info, path, face_type=faces.face_type, face_size=faces.face_size, sources=faces.sources,
                    resolution=config.resolution)
         if loaded.info.config != config:
