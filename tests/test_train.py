@@ -31,6 +31,7 @@ from changeling.train.data import load_faces
 from changeling.train.logs import read_metrics
 from changeling.train.losses import masked_dssim
 from changeling.train.preview import COLUMNS, sample_indices, tile_at
+from changeling.train.schedule import anneal_factor, run_progress
 from changeling.train.testfaces import make_faces
 from conftest import run_cli
 
@@ -349,6 +350,24 @@ def test_logs_metrics_and_a_loss_plot(tmp_path: Path) -> None:
         assert img.size[0] > 100
     state = mck.read_checkpoint(mck.latest_checkpoint(project.model_dir)).state  # type: ignore[arg-type]
     assert [h[0] for h in state["trainer"]["history"]] == [10, 20]
+
+
+def test_the_learning_rate_anneals_over_the_end_of_a_limited_run(tmp_path: Path) -> None:
+    assert anneal_factor(0.3, 0.5) == 1.0 and anneal_factor(0.5, 0.5) == 1.0
+    assert anneal_factor(0.75, 0.5) == pytest.approx(0.05 + 0.95 * 0.5)  # half way down the cosine
+    assert anneal_factor(1.0, 0.5) == pytest.approx(0.05) and anneal_factor(1.0, 0.0) == 1.0
+    assert run_progress(15, 10, 20, 0.0, 0.0) == 0.5  # 5 of this run's 10 steps
+    assert run_progress(15, 10, 20, 90.0, 100.0) == 0.9  # the clock is further along
+    assert run_progress(15, 10, 0, 0.0, 0.0) == 0.0  # no limits: never anneals
+    project = make_project(tmp_path / "p")
+    loop.train(project, settings(max_steps=20, save_every=5, lr_anneal=0.5), progress=False)
+    lrs = [r["lr"] for r in read_metrics(project.logs_dir / "metrics.jsonl")]
+    assert lrs[:2] == [pytest.approx(1e-3)] * 2  # the first half at the set rate
+    assert all(b < a for a, b in zip(lrs[1:], lrs[2:], strict=False))  # then falling
+    assert lrs[-1] < 0.1 * 1e-3
+    plain = make_project(tmp_path / "plain")
+    loop.train(plain, settings(max_steps=20, save_every=5), progress=False)
+    assert [r["lr"] for r in read_metrics(plain.logs_dir / "metrics.jsonl")] == [pytest.approx(1e-3)] * 4
 
 
 def test_the_reported_checkpoint_is_the_newest(tmp_path: Path) -> None:

@@ -36,24 +36,39 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr4e-3-no-detail": {"lr": 4e-3, "detail": "off"},
     "lr1e-3-gan": {"lr": 1e-3, "detail_gan": 0.1},
     "lr1e-3-detail-every-2": {"lr": 1e-3, "detail_every": 2},
+    # pixels where they matter: the face types and resolutions the view-size ceilings favour
+    "demo-full": {**DEMO_TRAIN["tiny"], "face_type": "full"},
+    "demo-full-96": {**DEMO_TRAIN["tiny"], "face_type": "full", "resolution": 96},
+    "demo-96": {**DEMO_TRAIN["tiny"], "resolution": 96},
+    "demo-full-warp0.5": {**DEMO_TRAIN["tiny"], "face_type": "full", "warp": 0.5},
+    "demo-full-ema": {**DEMO_TRAIN["tiny"], "face_type": "full", "ema": 0.99},
+    "demo-anneal": {**DEMO_TRAIN["tiny"], "lr_anneal": 0.3},
+    "demo-full-anneal": {**DEMO_TRAIN["tiny"], "face_type": "full", "lr_anneal": 0.3},
+    "demo-full-96-anneal": {**DEMO_TRAIN["tiny"], "face_type": "full", "resolution": 96, "lr_anneal": 0.3},
 }
+EXTRACT_KEYS = ("face_type",)  # overrides that change extraction (the faces are prepared once per value)
 AB_DEFAULT = ("no-detail", "demo", "demo+detail")  # plain tiny as it was, the demo's choice, and the stage on it
 SCORE_KEYS = ("view_ssim", "view_detail", "view_psnr", "view_landmark_error", "view_jitter", "ssim",
               "landmark_error", "jitter", "recognisable", "is_convincing")
 
 
-def prepare(root: Path, device: str) -> Path:
-    """The demo's sample clips and extracted faces under ``root/faces`` (made once, reused by every variant)."""
+def prepare(root: Path, device: str, face_type: str = "whole") -> Path:
+    """The demo's sample clips and faces extracted as ``face_type`` under ``root/faces-FACE_TYPE`` (made once,
+    reused by every variant of that face type)."""
     from changeling.config import ExtractSettings
     from changeling.demo import sample_clips
     from changeling.evaluate.paired import PairedSpec
     from changeling.extract import extract
     from changeling.project import init_project
 
-    project = init_project(root / "faces")
+    folder = root / f"faces-{face_type}"
+    if (folder / "faces" / "B").is_dir():
+        return folder
+    project = init_project(folder)
     clips = sample_clips(project, PairedSpec(), progress=False)
     for side in ("A", "B"):
-        extract(project, side, [clips[side]], ExtractSettings(device=device), progress=False)  # type: ignore[arg-type]
+        extract(project, side, [clips[side]], ExtractSettings(device=device, face_type=face_type),  # type: ignore[arg-type]
+                progress=False)
     return project.root
 
 
@@ -77,7 +92,7 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     # that measurement can flip between variants (bf16 is about 5x slower on a quiet 2-core Xeon here)
     base = TrainSettings(device=device, seed=seed, max_time=budget_s, max_steps=steps, preview_every=100,  # type: ignore[arg-type]
                          save_every=100, snapshot_every=0, precision="fp32")
-    settings = dataclasses.replace(base, **overrides)
+    settings = dataclasses.replace(base, **{k: v for k, v in overrides.items() if k not in EXTRACT_KEYS})
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(project, settings, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -107,9 +122,9 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
     tmp = None if keep is not None else tempfile.TemporaryDirectory(prefix="changeling-quality-")
     root = Path(keep if keep is not None else tmp.name)  # type: ignore[union-attr]
     try:
-        faces = prepare(root, device)
         rows = []
         for name in variants:
+            faces = prepare(root, device, VARIANTS[name].get("face_type", "whole"))
             log.info("quality: training %s for %s", name, f"{steps} steps" if steps else f"{budget_s:.0f} s")
             rows.append(run_variant(name, VARIANTS[name], faces, root, budget_s=budget_s, device=device, seed=seed,
                                     identity=identity, steps=steps))

@@ -37,6 +37,9 @@ class TrainSettings:
     batch_size: int = settings_field(0, min=0, max=65536, label="batch size",
                                      help="faces per side per step; 0 fits it to memory")
     lr: float = settings_field(5e-4, min=0.0, max=1.0, label="learning rate", help="AdamW learning rate")
+    lr_anneal: float = settings_field(0.0, min=0.0, max=1.0, step=0.05, label="learning-rate anneal",
+                                      help="share at the end of a run with a step or time limit over which the "
+                                      "learning rate falls to 5% (0: constant); a sharper model at the limit")
     max_steps: int = settings_field(0, min=0, label="step limit",
                                     help="stop after this many steps in total (0: no limit)")
     max_time: float = settings_field(0.0, min=0.0, duration=True, label="time limit",

@@ -41,7 +41,15 @@ from changeling.train.augment import Augmented, apply_draws
 from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
 from changeling.train.detail import BATCH as DETAIL_BATCH
 from changeling.train.detail import LR as DETAIL_LR
-from changeling.train.distributed import DDPPair, DistContext, agree_min, barrier, init_distributed, shutdown
+from changeling.train.distributed import (
+    DDPPair,
+    DistContext,
+    agree_max,
+    agree_min,
+    barrier,
+    init_distributed,
+    shutdown,
+)
 from changeling.train.events import EventLog
 from changeling.train.frame_preview import FramePreview
 from changeling.train.lock import LOCK_NAME, TrainLock
@@ -50,6 +58,7 @@ from changeling.train.precision import cpu_amp, memory_bytes, train_device, use_
 from changeling.train.preview import sample_indices
 from changeling.train.report import PREVIEW_SAMPLES, Reporting, clock
 from changeling.train.saving import Checkpointing
+from changeling.train.schedule import anneal_factor, run_progress
 from changeling.train.setup import (
     DetailFaces,
     augment_settings,
@@ -155,6 +164,7 @@ class Trainer(StepParts, Checkpointing, Reporting):
         self.optimizer = make_optimizer(self.model, s.lr)
         self.ema = None
         self.step, self.lr_scale, self.history, self.elapsed_before, self.rollbacks = 0, 1.0, [], 0.0, 0
+        self.anneal = 1.0
         self.sampler_a = EpochSampler(len(faces_a), s.seed, 1)
         self.sampler_b = EpochSampler(len(faces_b), s.seed, 2)
         self.changed = {}
@@ -294,16 +304,27 @@ class Trainer(StepParts, Checkpointing, Reporting):
                                    lambda: self.stop_flag.is_set() or self.should_stop())
         return agreed_stop_reason(reason, self.dist, self.device)
 
+    def _anneal(self, first_step: int, used_s: float) -> float:
+        """The schedule's multiplier now (``train.schedule``); with several processes the ranks agree on the
+        furthest progress, so every replica takes the same step."""
+        s = self.settings
+        progress = run_progress(self.step, first_step, s.max_steps, used_s, s.max_time)
+        if self.dist is not None:
+            progress = agree_max(int(progress * 1_000_000), self.dist, self.device) / 1_000_000
+        return anneal_factor(progress, s.lr_anneal)
+
     def train_steps(self, until: int | None = None) -> StopReason:
         """The loop: steps until ``until`` (a total step count), the settings' limits, or a stop request.
         Checkpoints, previews and logs happen at their intervals; no final save (see :meth:`run`)."""
         s = self.settings
         t0, t_mark = BUDGET_CLOCK(), time.perf_counter()
-        examples = 0
+        examples, first_step = 0, self.step
         with bar(total=s.max_steps or None, desc="training", unit="step", enabled=self.progress) as pbar:
             pbar.update(self.step)
             while True:
                 reason = self._stop_reason(t0, until)
+                if s.lr_anneal > 0:
+                    self.anneal = self._anneal(first_step, BUDGET_CLOCK() - t0)
                 if reason is not None:
                     try:
                         self._flush(pbar, t_mark, examples)

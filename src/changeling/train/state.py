@@ -93,6 +93,7 @@ class TrainerState:
     history: list[tuple[int, float, float]]  # (step, loss A, loss B)
     elapsed_before: float  # training seconds of earlier runs
     rollbacks: int
+    anneal: float  # the learning rate's multiplier from the run's schedule (train.schedule)
     sampler_a: EpochSampler
     sampler_b: EpochSampler
     changed: dict[str, tuple[Any, Any]]  # settings changed on resume: name -> (saved, now)
@@ -109,4 +110,4 @@ class TrainerState:
     examples_per_s: float
 
     def lr(self) -> float:
-        return self.settings.lr * self.lr_scale
+        return self.settings.lr * self.lr_scale * self.anneal
