@@ -206,8 +206,11 @@ def test_a_segmenter_of_an_older_default_shape_fine_tunes_in_its_own_shape(proje
     tuned = train_segmenter(project, with_defaults, progress=False)
     assert tuned.step == 6 and tuned.steps_run == 2
     assert read_segmenter(segmenter_path(project.root)).info.config == SegmenterConfig(TINY.resolution, TINY.width)
-    with pytest.raises(UserError, match="--fresh"):
-        train_segmenter(project, dataclasses.replace(with_defaults, width=defaults.width + 4), progress=False)
+    # a project that sets its own resolution (as the stored one) still keeps the stored width
+    own_resolution = dataclasses.replace(with_defaults, resolution=TINY.resolution)
+    assert train_segmenter(project, own_resolution, progress=False).step == 8
+    with pytest.raises(UserError, match="width 4, not 8"):  # an explicit other width is refused
+        train_segmenter(project, dataclasses.replace(TINY, width=TINY.width + 4), progress=False)
 
 
 def test_masks_occlusion_without_a_segmenter_says_how_to_train(project: Project) -> None:

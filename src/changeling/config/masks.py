@@ -1,5 +1,6 @@
 """Settings for ``changeling masks train``: the occlusion segmenter (see :mod:`changeling.occlusion`).
-``resolution`` and ``width`` shape the network; changing them needs ``--fresh``."""
+``resolution`` and ``width`` shape the network; setting either away from the stored segmenter's needs ``--fresh``
+(a field left at its default keeps the stored segmenter's)."""
 
 from __future__ import annotations
 

@@ -207,9 +207,13 @@ def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ((x - mean) * contrast + mean + bright).clamp(0, 1)
 
 
-def _shape_is_default(settings: MasksSettings) -> bool:
+def _stored_where_default(settings: MasksSettings, stored: SegmenterConfig) -> SegmenterConfig:
+    """The shape to train: the settings' resolution and width, each replaced by the stored segmenter's where the
+    setting is at its default."""
     defaults = MasksSettings()
-    return (settings.resolution, settings.width) == (defaults.resolution, defaults.width)
+    return SegmenterConfig(
+        resolution=stored.resolution if settings.resolution == defaults.resolution else settings.resolution,
+        width=stored.width if settings.width == defaults.width else settings.width)
 
 
 def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = False, progress: bool = True,
@@ -219,11 +223,14 @@ def train_segmenter(project: Project, settings: MasksSettings, *, fresh: bool = 
     path = segmenter_path(project.root)
     config = SegmenterConfig(resolution=settings.resolution, width=settings.width)
     loaded = read_segmenter(path) if path.exists() and not fresh else None
-    if loaded is not None and loaded.info.config != config and _shape_is_default(settings):
-        # a segmenter trained under older defaults goes on in its own shape; only an explicit shape is refused
-        log.info("keeping the segmenter's shape (%d px, width %d); `changeling masks train --fresh` trains one of "
-                 "the current default shape", loaded.info.config.resolution, loaded.info.config.width)
-        config = loaded.info.config
+    if loaded is not None and loaded.info.config != config:
+        # a segmenter trained under older defaults goes on in its own shape: only a field set away from its
+        # default (a flag or the project's [masks]) is held against the file
+        kept = _stored_where_default(settings, loaded.info.config)
+        if kept != config:
+            log.info("keeping the segmenter's shape (%d px, width %d); `changeling masks train --fresh` trains "
+                     "one of the current default shape", kept.resolution, kept.width)
+            config = kept
     faces = load_training_faces(project, config.resolution, settings.max_faces, progress=progress)
     with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's RNG alone
         torch.manual_seed(settings.seed)
