@@ -356,15 +356,23 @@ def test_the_learning_rate_anneals_over_the_end_of_a_limited_run(tmp_path: Path)
     assert anneal_factor(0.3, 0.5) == 1.0 and anneal_factor(0.5, 0.5) == 1.0
     assert anneal_factor(0.75, 0.5) == pytest.approx(0.05 + 0.95 * 0.5)  # half way down the cosine
     assert anneal_factor(1.0, 0.5) == pytest.approx(0.05) and anneal_factor(1.0, 0.0) == 1.0
-    assert run_progress(15, 10, 20, 0.0, 0.0) == 0.5  # 5 of this run's 10 steps
-    assert run_progress(15, 10, 20, 90.0, 100.0) == 0.9  # the clock is further along
-    assert run_progress(15, 10, 0, 0.0, 0.0) == 0.0  # no limits: never anneals
+    assert run_progress(15, 20, 0.0, 0.0) == 0.75  # steps count in total: a resumed run follows the same schedule
+    assert run_progress(15, 20, 90.0, 100.0) == 0.9  # the clock is further along
+    assert run_progress(15, 0, 0.0, 0.0) == 0.0  # no limits: never anneals
     project = make_project(tmp_path / "p")
     loop.train(project, settings(max_steps=20, save_every=5, lr_anneal=0.5), progress=False)
     lrs = [r["lr"] for r in read_metrics(project.logs_dir / "metrics.jsonl")]
     assert lrs[:2] == [pytest.approx(1e-3)] * 2  # the first half at the set rate
     assert all(b < a for a, b in zip(lrs[1:], lrs[2:], strict=False))  # then falling
     assert lrs[-1] < 0.1 * 1e-3
+    # a run stopped at step 8 and resumed follows the same schedule: the same weights as the straight run
+    stopped = make_project(tmp_path / "stopped")
+    loop.train(stopped, settings(max_steps=20, save_every=5, lr_anneal=0.5), progress=False,
+               should_stop=lambda: len(list(stopped.model_dir.rglob("state.json"))) >= 3)  # steps 0, 5 and 10 saved
+    assert mck.latest_checkpoint(stopped.model_dir).name.endswith("10")  # type: ignore[union-attr]
+    loop.train(stopped, settings(max_steps=20, save_every=5, lr_anneal=0.5), progress=False)
+    w1, w2 = weights(project), weights(stopped)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
     plain = make_project(tmp_path / "plain")
     loop.train(plain, settings(max_steps=20, save_every=5), progress=False)
     assert [r["lr"] for r in read_metrics(plain.logs_dir / "metrics.jsonl")] == [pytest.approx(1e-3)] * 4

@@ -96,7 +96,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, cls: type, only: tuple[s
             continue
         shown = _num(spec.default) if spec.kind in ("float", "duration") else spec.default
         extra = "; " + spec.describe_range() if spec.describe_range() else ""
-        kw: dict[str, Any] = {"dest": spec.name, "default": None, "help": f"{spec.help} (default: {shown}{extra})"}
+        # argparse %-formats help texts: a literal % in a field's help must reach it doubled
+        text = f"{spec.help} (default: {shown}{extra})".replace("%", "%%")
+        kw: dict[str, Any] = {"dest": spec.name, "default": None, "help": text}
         if spec.kind == "bool":
             group.add_argument(spec.flag, action=argparse.BooleanOptionalAction, **kw)
             continue

@@ -39,7 +39,8 @@ class TrainSettings:
     lr: float = settings_field(5e-4, min=0.0, max=1.0, label="learning rate", help="AdamW learning rate")
     lr_anneal: float = settings_field(0.0, min=0.0, max=1.0, step=0.05, label="learning-rate anneal",
                                       help="share at the end of a run with a step or time limit over which the "
-                                      "learning rate falls to 5% (0: constant); a sharper model at the limit")
+                                      "learning rate falls to 5% (0: constant); the model then settles at the limit instead of "
+                                      "ending wherever the last steps threw it")
     max_steps: int = settings_field(0, min=0, label="step limit",
                                     help="stop after this many steps in total (0: no limit)")
     max_time: float = settings_field(0.0, min=0.0, duration=True, label="time limit",

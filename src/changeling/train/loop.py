@@ -203,7 +203,9 @@ class Trainer(StepParts, Checkpointing, Reporting):
         # and the update (clipping, optimizer, EMA), as the reference step compiles its optimizer: eager, its
         # per-tensor kernels are most of a small model's step on a GPU
         self._compiled_update = torch.compile(self._update)
-        self._update_fn = self._first_update if self.compile else self._update
+        # an annealed rate changes every step, and a compiled optimizer step compiles again for each new float
+        # rate until the recompile limit: annealed runs keep the eager update (a tensor rate: next GPU slot)
+        self._update_fn = self._first_update if self.compile and not self.settings.lr_anneal else self._update
         self.batch_size = self.settings.batch_size or agree_min(self._fit_batch(), self.dist, self.device)
         self.micro_batch = self.batch_size
 
@@ -283,7 +285,7 @@ class Trainer(StepParts, Checkpointing, Reporting):
             self.optimizer.zero_grad(set_to_none=True)
             self.pending.append(losses)
         if self.detail is not None and self._detail_due():
-            self.detail.set_lr(self.lr_scale)
+            self.detail.set_lr(self.lr_scale * self.anneal)
             seed = step_seed(self.settings.seed + DETAIL_SALT, self.step)
             if self.dist is not None:
                 seed = rank_seed(seed, self.dist.rank)
@@ -304,11 +306,11 @@ class Trainer(StepParts, Checkpointing, Reporting):
                                    lambda: self.stop_flag.is_set() or self.should_stop())
         return agreed_stop_reason(reason, self.dist, self.device)
 
-    def _anneal(self, first_step: int, used_s: float) -> float:
+    def _anneal(self, used_s: float) -> float:
         """The schedule's multiplier now (``train.schedule``); with several processes the ranks agree on the
         furthest progress, so every replica takes the same step."""
         s = self.settings
-        progress = run_progress(self.step, first_step, s.max_steps, used_s, s.max_time)
+        progress = run_progress(self.step, s.max_steps, used_s, s.max_time)
         if self.dist is not None:
             progress = agree_max(int(progress * 1_000_000), self.dist, self.device) / 1_000_000
         return anneal_factor(progress, s.lr_anneal)
@@ -318,13 +320,11 @@ class Trainer(StepParts, Checkpointing, Reporting):
         Checkpoints, previews and logs happen at their intervals; no final save (see :meth:`run`)."""
         s = self.settings
         t0, t_mark = BUDGET_CLOCK(), time.perf_counter()
-        examples, first_step = 0, self.step
+        examples = 0
         with bar(total=s.max_steps or None, desc="training", unit="step", enabled=self.progress) as pbar:
             pbar.update(self.step)
             while True:
                 reason = self._stop_reason(t0, until)
-                if s.lr_anneal > 0:
-                    self.anneal = self._anneal(first_step, BUDGET_CLOCK() - t0)
                 if reason is not None:
                     try:
                         self._flush(pbar, t_mark, examples)
@@ -332,6 +332,8 @@ class Trainer(StepParts, Checkpointing, Reporting):
                         self.rollback(str(exc))
                         continue
                     return reason
+                if s.lr_anneal > 0:  # after the stop check, which every rank passes alike
+                    self.anneal = self._anneal(BUDGET_CLOCK() - t0)
                 try:
                     self.train_step()
                     examples += 2 * (self.batch_size if self.settings.train_pair else self.detail_batch) * self.world

@@ -9,12 +9,11 @@ import math
 ANNEAL_FLOOR = 0.05  # the learning rate's multiplier at the end of an annealed run
 
 
-def run_progress(step: int, first_step: int, max_steps: int, used_s: float, max_time: float) -> float:
-    """How far a run that started at ``first_step`` is through its budget, 0..1 (0 without limits): steps towards
-    ``max_steps`` (a total count, 0: none) or ``used_s`` seconds of ``max_time`` (0: none), whichever is more."""
-    done = 0.0
-    if max_steps > first_step:
-        done = (step - first_step) / (max_steps - first_step)
+def run_progress(step: int, max_steps: int, used_s: float, max_time: float) -> float:
+    """How far a run is through its budget, 0..1 (0 without limits): ``step`` of ``max_steps`` (a total count,
+    as the setting is, so a resumed run follows the uninterrupted run's schedule exactly; 0: none) or ``used_s``
+    seconds of this run's ``max_time`` (0: none), whichever is further along."""
+    done = step / max_steps if max_steps > 0 else 0.0
     if max_time > 0:
         done = max(done, used_s / max_time)
     return min(1.0, max(0.0, done))
