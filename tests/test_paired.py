@@ -90,6 +90,16 @@ def test_every_face_type_is_scored_on_the_same_view_pixels() -> None:
     assert h.view_ssim < w.view_ssim - 0.05
 
 
+def test_the_ceiling_of_a_geometry_is_its_perfect_output_at_the_view_size() -> None:
+    from changeling.bench.quality import ceilings
+
+    rows = ceilings(["whole"], [256, 64], spec=PairedSpec(seconds=0.25, fps=8))
+    full_size, small = rows
+    assert full_size["view_ssim"] == pytest.approx(1.0, abs=1e-3)  # the view's own geometry: nothing lost
+    assert full_size["view_detail"] == pytest.approx(1.0, abs=1e-3)
+    assert small["view_ssim"] < 0.9 and small["view_detail"] < 0.8  # 64 px enlarged 4x is soft
+
+
 def test_the_convincing_verdict_needs_view_ssim_detail_and_identity(data) -> None:
     from changeling.evaluate.paired import CONVINCING
 

@@ -1,5 +1,5 @@
-"""Swap quality per minute of training: the demo's pair (sample clips of the two portraits, extracted once) trained
-under named variants of the training settings with the same seed, the same time budget and the same machine,
+"""Swap quality per minute of training: the demo's pair (sample clips of the two portraits, extracted once per face
+type) trained under named variants of the training settings with the same seed, the same time budget and the same machine,
 one after another in one run, each scored on the paired benchmark's held-out motion at the view size.
 
 ``changeling bench quality-ab`` runs the default variants with the demo's 10-minute budget (200 s with
@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from changeling.demo import DEMO_TRAIN
+from changeling.evaluate.paired import PairedSpec
 
 log = logging.getLogger(__name__)
 
-# name -> TrainSettings overrides; "default" is TrainSettings' own defaults, "demo" what the demo trains with tiny
+LR2E3: dict[str, Any] = {"lr": 2e-3, "detail": "off"}
+# name -> TrainSettings overrides (and ExtractSettings' face_type); "default" is TrainSettings' own defaults, "demo"
+# what the demo trains with tiny
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "demo": DEMO_TRAIN["tiny"],
@@ -36,15 +39,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr4e-3-no-detail": {"lr": 4e-3, "detail": "off"},
     "lr1e-3-gan": {"lr": 1e-3, "detail_gan": 0.1},
     "lr1e-3-detail-every-2": {"lr": 1e-3, "detail_every": 2},
-    # pixels where they matter: the face types and resolutions the view-size ceilings favour
-    "demo-full": {**DEMO_TRAIN["tiny"], "face_type": "full"},
-    "demo-full-96": {**DEMO_TRAIN["tiny"], "face_type": "full", "resolution": 96},
-    "demo-96": {**DEMO_TRAIN["tiny"], "resolution": 96},
-    "demo-full-warp0.5": {**DEMO_TRAIN["tiny"], "face_type": "full", "warp": 0.5},
-    "demo-full-ema": {**DEMO_TRAIN["tiny"], "face_type": "full", "ema": 0.99},
-    "demo-anneal": {**DEMO_TRAIN["tiny"], "lr_anneal": 0.3},
-    "demo-full-anneal": {**DEMO_TRAIN["tiny"], "face_type": "full", "lr_anneal": 0.3},
-    "demo-full-96-anneal": {**DEMO_TRAIN["tiny"], "face_type": "full", "resolution": 96, "lr_anneal": 0.3},
+    # pixels where they matter, and the learning rate's end: on the demo's choice before the anneal (lr 2e-3, no
+    # detail stage); these ran as demo-full, demo-full-96, demo-anneal, ... before the demo took the anneal
+    "lr2e-3-full": {**LR2E3, "face_type": "full"},
+    "lr2e-3-full-96": {**LR2E3, "face_type": "full", "resolution": 96},
+    "lr2e-3-96": {**LR2E3, "resolution": 96},
+    "lr2e-3-anneal": {**LR2E3, "lr_anneal": 0.3},
+    "lr2e-3-full-anneal": {**LR2E3, "face_type": "full", "lr_anneal": 0.3},
+    "lr2e-3-full-96-anneal": {**LR2E3, "face_type": "full", "resolution": 96, "lr_anneal": 0.3},
 }
 EXTRACT_KEYS = ("face_type",)  # overrides that change extraction (the faces are prepared once per value)
 AB_DEFAULT = ("no-detail", "demo", "demo+detail")  # plain tiny as it was, the demo's choice, and the stage on it
@@ -61,10 +63,7 @@ def prepare(root: Path, device: str, face_type: str = "whole") -> Path:
     from changeling.extract import extract
     from changeling.project import init_project
 
-    folder = root / f"faces-{face_type}"
-    if (folder / "faces" / "B").is_dir():
-        return folder
-    project = init_project(folder)
+    project = init_project(root / f"faces-{face_type}")  # clips and extraction resume: a second call skips them
     clips = sample_clips(project, PairedSpec(), progress=False)
     for side in ("A", "B"):
         extract(project, side, [clips[side]], ExtractSettings(device=device, face_type=face_type),  # type: ignore[arg-type]
@@ -108,7 +107,7 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
 
 def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0, identity: bool = True,
             keep: Path | None = None, cpu_clock: bool = False, steps: int = 0) -> list[dict[str, Any]]:
-    """Every variant in turn, same seed and budget, on faces prepared once; one row each. With ``cpu_clock``
+    """Every variant in turn, same seed and budget, on faces prepared once per face type; one row each. With ``cpu_clock``
     the budget is the process's CPU seconds (all threads) instead of wall seconds, so that variants run one
     after another on a machine others are loading get the same compute."""
     unknown = [v for v in variants if v not in VARIANTS]
@@ -134,6 +133,22 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
         loop.BUDGET_CLOCK = wall_clock  # later trainings in this process count wall time again
         if tmp is not None:
             tmp.cleanup()
+
+
+def ceilings(face_types: list[str], resolutions: list[int], spec: PairedSpec | None = None) -> list[dict[str, Any]]:
+    """What a perfect model of each face type and resolution would score at the view size: B's true face of that
+    geometry as the output (on ``spec``'s held-out motion, the paired benchmark's by default). The view SSIM and
+    detail a model of that shape can reach at most."""
+    from changeling.evaluate.paired import PairedSpec, make_paired_data, score_outputs
+
+    rows = []
+    for face_type in face_types:
+        for res in resolutions:
+            data = make_paired_data(spec or PairedSpec(), res, face_type)
+            s = score_outputs(data.b, data, landmarks=False)
+            rows.append({"face_type": face_type, "resolution": res, "view_ssim": round(s.view_ssim, 3),
+                         "view_detail": round(s.view_detail, 3), "view_psnr": round(s.view_psnr, 2)})
+    return rows
 
 
 def quality_ab(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
@@ -163,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="keep the projects in this folder")
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity score")
     p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--ceilings", action="store_true",
+                   help="score the perfect output of each face type at 64, 96 and 128 px instead of training")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.ceilings:
+        print(json.dumps(ceilings(["mid", "full", "whole"], [64, 96, 128]), indent=1))
+        return 0
     rows = compare(args.variants, budget_s=args.budget, device=args.device, seed=args.seed,
                    identity=not args.no_identity, keep=args.keep, cpu_clock=args.cpu_clock,
                    steps=args.steps)
