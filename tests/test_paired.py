@@ -68,7 +68,9 @@ def test_view_scores_the_truth_perfectly_a_blurred_truth_below_and_noise_above_o
     ideal = score_outputs(v.b, data, landmarks=False)
     assert ideal.view_size == 256
     assert ideal.view_ssim == pytest.approx(1.0, abs=1e-6) and ideal.view_detail == pytest.approx(1.0)
-    assert math.isinf(ideal.view_psnr) and ideal.view_jitter == pytest.approx(0.0)
+    # exact, or equal up to float rounding (a CI run once saw 359 dB and a jitter of 8e-22 before the view
+    # stopped resampling crops that already have its geometry)
+    assert ideal.view_psnr > 100 and ideal.view_jitter == pytest.approx(0.0)
     blurred = score_outputs(_blur(v.b, 2.0), data, landmarks=False)
     assert blurred.view_detail < 0.75 and blurred.view_ssim < 0.95
     noisy = np.clip(v.b + np.random.default_rng(0).normal(0, 0.06, v.b.shape), 0, 1).astype(np.float32)

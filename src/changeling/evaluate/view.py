@@ -32,8 +32,11 @@ def to_view(images: NDArray[np.floating], face_type: FaceType, view_size: int = 
     if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[3] != 3:
         raise ValueError(f"expected (T, S, S, 3) crops, got {x.shape}")
     a = crop_to_view(face_type, x.shape[1], view_size)
-    out = np.stack([cv2.warpAffine(img, a, (view_size, view_size), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE) for img in x])
+    if x.shape[1] == view_size and np.allclose(a, np.eye(2, 3), rtol=0.0, atol=1e-9):
+        out = x.copy()  # already the view's geometry (up to float rounding): nothing to resample
+    else:
+        out = np.stack([cv2.warpAffine(img, a, (view_size, view_size), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE) for img in x])
     ones = np.ones(x.shape[1:3], np.float32)
     cover = cv2.warpAffine(ones, a, (view_size, view_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=0)
