@@ -122,8 +122,12 @@ def compare(variants: list[str], *, budget_s: float, device: str, seed: int = 0,
     root = Path(keep if keep is not None else tmp.name)  # type: ignore[union-attr]
     try:
         rows = []
+        prepared: dict[str, Path] = {}  # face type -> its prepared faces, made once per run
         for name in variants:
-            faces = prepare(root, device, VARIANTS[name].get("face_type", "whole"))
+            face_type = VARIANTS[name].get("face_type", "whole")
+            if face_type not in prepared:
+                prepared[face_type] = prepare(root, device, face_type)
+            faces = prepared[face_type]
             log.info("quality: training %s for %s", name, f"{steps} steps" if steps else f"{budget_s:.0f} s")
             rows.append(run_variant(name, VARIANTS[name], faces, root, budget_s=budget_s, device=device, seed=seed,
                                     identity=identity, steps=steps))

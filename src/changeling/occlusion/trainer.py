@@ -43,6 +43,7 @@ from changeling.occlusion.store import (
 )
 from changeling.progress import bar
 from changeling.project import Project
+from changeling.train.schedule import anneal_factor
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def learning_rate(step: int, start: int, target: int, lr: float, time_done: floa
     if k < WARMUP_STEPS:
         return lr * (k + 1) / WARMUP_STEPS
     t = min(1.0, max((k - WARMUP_STEPS) / max(1, target - start - WARMUP_STEPS), time_done))
-    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr * anneal_factor(t, 1.0)  # the pair trainer's cosine, over the whole run
 
 
 def segmenter_loss(logits: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
