@@ -26,12 +26,12 @@ from changeling.faces.facefile import read_face, write_face
 from changeling.models import checkpoint as mck
 from changeling.models.load import load_for_inference
 from changeling.project import Project, init_project
+from changeling.schedule import anneal_factor, run_progress
 from changeling.train import loop
 from changeling.train.data import load_faces
 from changeling.train.logs import read_metrics
 from changeling.train.losses import masked_dssim
 from changeling.train.preview import COLUMNS, sample_indices, tile_at
-from changeling.train.schedule import anneal_factor, run_progress
 from changeling.train.testfaces import make_faces
 from conftest import run_cli
 

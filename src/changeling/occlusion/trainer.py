@@ -43,7 +43,7 @@ from changeling.occlusion.store import (
 )
 from changeling.progress import bar
 from changeling.project import Project
-from changeling.train.schedule import anneal_factor
+from changeling.schedule import anneal_factor
 
 log = logging.getLogger(__name__)
 

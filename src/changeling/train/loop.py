@@ -37,6 +37,7 @@ from changeling.models import checkpoint as mck
 from changeling.models.registry import PRESETS
 from changeling.progress import bar
 from changeling.project import Project
+from changeling.schedule import anneal_factor, run_progress
 from changeling.train.augment import Augmented, apply_draws
 from changeling.train.data import EpochSampler, FaceSet, check_pair, load_faces
 from changeling.train.detail import BATCH as DETAIL_BATCH
@@ -58,7 +59,6 @@ from changeling.train.precision import cpu_amp, memory_bytes, train_device, use_
 from changeling.train.preview import sample_indices
 from changeling.train.report import PREVIEW_SAMPLES, Reporting, clock
 from changeling.train.saving import Checkpointing
-from changeling.train.schedule import anneal_factor, run_progress
 from changeling.train.setup import (
     DetailFaces,
     augment_settings,

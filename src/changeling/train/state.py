@@ -93,7 +93,7 @@ class TrainerState:
     history: list[tuple[int, float, float]]  # (step, loss A, loss B)
     elapsed_before: float  # training seconds of earlier runs
     rollbacks: int
-    anneal: float  # the learning rate's multiplier from the run's schedule (train.schedule)
+    anneal: float  # the learning rate's multiplier from the run's schedule (changeling.schedule)
     sampler_a: EpochSampler
     sampler_b: EpochSampler
     changed: dict[str, tuple[Any, Any]]  # settings changed on resume: name -> (saved, now)

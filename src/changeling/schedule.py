@@ -1,6 +1,7 @@
-"""The learning rate over a run: constant, then (with ``lr_anneal``) a cosine fall to a floor over the last share
-of the run's budget, measured in steps (``max_steps``) or time (``max_time``), whichever is further along. Pure
-functions."""
+"""The learning rate over a run, the pair model's and the occlusion segmenter's: constant, then (with
+``lr_anneal``) a cosine fall to a floor over the last share of the run's budget, measured in steps
+(``max_steps``) or time (``max_time``), whichever is further along. Pure functions; a top-level module so that
+``train`` and ``occlusion`` share it without importing each other."""
 
 from __future__ import annotations
 
