@@ -88,6 +88,32 @@ def test_config_round_trips_through_json_and_rejects_bad_values() -> None:
         preset_config("huge")
 
 
+def test_light_stages_are_checked_and_older_configs_load_without_them() -> None:
+    older = preset_config("tiny").to_dict()
+    del older["light_stages"]  # a checkpoint written before the field existed
+    assert ModelConfig.from_dict(older).light_stages == 0
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=r"light_stages must be 0\.\.3"):
+            ModelConfig.from_dict({**preset_config("tiny").to_dict(), "light_stages": bad})
+    assert preset_config("lite").light_stages == 2 and preset_config("lite").resolution == 128
+
+
+def test_a_separable_upscale_doubles_the_side_for_the_predicted_share_of_the_work() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from changeling.models.blocks import SeparableUpscale, Upscale
+
+    ci, co, side = 32, 16, 8
+    x = torch.rand(2, ci, side, side)
+    counts = []
+    for block in (Upscale(ci, co), SeparableUpscale(ci, co)):
+        with FlopCounterMode(display=False) as fc:
+            y = block(x)
+        assert y.shape == (2, co, 2 * side, 2 * side)
+        counts.append(fc.get_total_flops())
+    assert counts[1] / counts[0] == pytest.approx(1 / (4 * co) + 1 / 9, rel=1e-6)
+
+
 def test_swap_checks_its_input() -> None:
     model = create_model("tiny", preset_config("tiny", TINY_DIMS))
     with pytest.raises(ValueError, match=r"expected an \(N, 3, 32, 32\) float tensor"):
@@ -110,6 +136,13 @@ def _flops_per_example(model: PairModel) -> float:
 def test_tiny_is_about_one_gflop_per_example() -> None:
     flops = _flops_per_example(create_model("tiny"))
     assert 0.7e9 < flops < 1.4e9, flops
+
+
+def test_lite_at_128_px_costs_no_more_than_tiny_at_64() -> None:
+    lite = _flops_per_example(create_model("lite"))
+    assert create_model("lite").resolution == 128
+    assert lite < 1.0 * _flops_per_example(create_model("tiny"))
+    assert lite < 0.3 * _flops_per_example(create_model("tiny", preset_config("tiny", Dims(resolution=128))))
 
 
 @pytest.mark.parametrize(("preset", "dims", "ref"), [

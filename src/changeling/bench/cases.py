@@ -14,6 +14,7 @@ import numpy as np
 
 TARGETS = {
     "train-tiny": {"cpu": ">= 60 examples/s", "cuda": ">= 0.9x reference step"},
+    "train-lite": {"cpu": ">= 60 examples/s (128 px)", "cuda": "-"},
     "extract-720p": {"cpu": ">= 60 frames/s", "cuda": ">= 1000 frames/s"},
     "convert-720p": {"cpu": ">= 20 frames/s", "cuda": "-"},
     "convert-1080p": {"cpu": "-", "cuda": ">= 150 frames/s"},
@@ -28,7 +29,7 @@ CPU_BIG_BATCH = 4  # faces per side for the 64-256 px presets on the CPU
 
 
 def _target(case: str, device: str) -> str:
-    if case.startswith("train-") and case != "train-tiny":
+    if case.startswith("train-") and case not in ("train-tiny", "train-lite"):
         return "-" if device == "cpu" else ">= 0.9x reference, >= 45% of dense bf16 peak"
     return TARGETS.get(case, {}).get("cuda" if device.startswith("cuda") else "cpu", "-")
 
@@ -40,7 +41,7 @@ def _train(preset: str, case: str, device: str, repeats: int, quick: bool = Fals
     from changeling.bench.train_bench import bench_train
 
     window: dict[str, Any] = {"seconds": 3.0, "compile": "off"} if quick else {}
-    if device == "cpu" and preset != "tiny":  # GPU-sized presets: a small batch, so a CPU row takes minutes
+    if device == "cpu" and preset not in ("tiny", "lite"):  # GPU-sized presets: a small batch, so a CPU row takes minutes
         window.update(batch_size=CPU_BIG_BATCH, warmup=1)
     out = bench_train(preset, device, repeats=repeats, **window, **dims)
     return {"value": out["examples_per_s"], "unit": "examples/s", "target": _target(case, device), **out,
@@ -50,6 +51,10 @@ def _train(preset: str, case: str, device: str, repeats: int, quick: bool = Fals
 
 def train_tiny(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
     return _train("tiny", "train-tiny", device, repeats, quick=quick)
+
+
+def train_lite(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:
+    return _train("lite", "train-lite", device, repeats, quick=quick)
 
 
 def train_original(device: str, repeats: int, quick: bool = False) -> dict[str, Any]:

@@ -54,6 +54,20 @@ class Upscale(nn.Module):
         return F.pixel_shuffle(self.conv(x), 2)
 
 
+class SeparableUpscale(nn.Module):
+    """The cheap :class:`Upscale`: a 3x3 depthwise convolution, a 1x1 convolution to 4 * co channels,
+    activation, pixel shuffle; (B, ci, H, W) -> (B, co, 2H, 2W). About ``1 / (4 co) + 1 / 9`` of the plain
+    upscale's multiply-adds, for the decoder's largest grids."""
+
+    def __init__(self, ci: int, co: int, act: Act | None = None, norm: Norm | None = None) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(ci, ci, 3, 1, 1, groups=ci, bias=False)
+        self.pointwise = ConvAct(ci, co * 4, 1, 1, act if act is not None else leaky(), norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.pointwise(self.depthwise(x)), 2)
+
+
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with a skip: act(x + conv(act(conv(x)))); (B, C, H, W) -> same."""
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from changeling.models.blocks import Act, Norm, ResBlock, Upscale, leaky
+from changeling.models.blocks import Act, Norm, ResBlock, SeparableUpscale, Upscale, leaky
 
 
 @dataclass
@@ -22,17 +22,20 @@ class DecoderOutput:
 class Decoder(nn.Module):
     """(B, ci, s, s) -> :class:`DecoderOutput` at side ``s * 2^len(channels)``.
 
-    Each stage is an :class:`Upscale`, optionally followed by a :class:`ResBlock`; one convolution head gives
-    the three face channels and the mask channel (sigmoids).
+    Each stage is an :class:`Upscale` (the last ``light_stages`` a :class:`SeparableUpscale`), optionally
+    followed by a :class:`ResBlock`; one convolution head gives the three face channels and the mask channel
+    (sigmoids).
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], res_blocks: bool = False, head_kernel: int = 5,
-                 act: Act | None = None, res_act: Act | None = None, norm: Norm | None = None) -> None:
+                 act: Act | None = None, res_act: Act | None = None, norm: Norm | None = None,
+                 light_stages: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         ci = in_channels
-        for co in channels:
-            layers.append(Upscale(ci, co, act, norm))
+        first_light = len(channels) - light_stages
+        for k, co in enumerate(channels):
+            layers.append(SeparableUpscale(ci, co, act, norm) if k >= first_light else Upscale(ci, co, act, norm))
             if res_blocks:
                 layers.append(ResBlock(co, res_act if res_act is not None else leaky(0.2), norm))
             ci = co

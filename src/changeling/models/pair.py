@@ -41,6 +41,7 @@ class ModelConfig:
     res_blocks: bool = False
     head_kernel: int = 5
     slope: float = 0.1
+    light_stages: int = 0  # the decoder's last stages that upscale with depthwise-separable convolutions
 
     @property
     def seed(self) -> int:
@@ -58,6 +59,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive")
         if min(self.enc_channels) < 1 or min(self.dec_channels) < 1:
             raise ValueError("channel counts must be positive")
+        if not 0 <= self.light_stages <= len(self.dec_channels):
+            raise ValueError(f"light_stages must be 0..{len(self.dec_channels)} (the decoder's stages), "
+                             f"got {self.light_stages}")
         if self.resolution % 2 ** len(self.enc_channels):
             raise ValueError(f"resolution {self.resolution} is not divisible by 2^{len(self.enc_channels)} "
                              "(the encoder's downscales)")
@@ -125,7 +129,8 @@ class PairModel(nn.Module):
                                    config.inter_up_channels, act)
 
         def decoder(ci: int) -> Decoder:
-            return Decoder(ci, config.dec_channels, config.res_blocks, config.head_kernel, act)
+            return Decoder(ci, config.dec_channels, config.res_blocks, config.head_kernel, act,
+                           light_stages=config.light_stages)
 
         if config.arch == "df":
             self.inter = inter()

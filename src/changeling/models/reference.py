@@ -48,8 +48,8 @@ REFERENCE_SHAPES: dict[str, ReferenceShape] = {
 
 
 def reference_shape_for(config: ModelConfig) -> ReferenceShape | None:
-    """The reference shape of a config (``None`` for an architecture the reference does not build)."""
-    if config.arch not in ("df", "liae"):
+    """The reference shape of a config (``None`` for an architecture or block the reference does not build)."""
+    if config.arch not in ("df", "liae") or config.light_stages:
         return None
     return ReferenceShape(config.resolution, config.enc_channels, config.dense, config.inter_channels,
                           config.inter_up_channels, config.dec_channels, config.res_blocks, config.enc_kernel,
