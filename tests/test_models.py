@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from changeling.models.decoder import DecoderOutput
 from changeling.models.load import load_for_inference
 from changeling.models.pair import ModelConfig, PairModel
-from changeling.models.reference import REFERENCE_SHAPES, build_reference, reference_flops
+from changeling.models.reference import (
+    REFERENCE_SHAPES,
+    build_reference,
+    reference_flops,
+    reference_shape_for,
+)
 from changeling.models.registry import PRESETS, Dims, create_model, preset_config
 from changeling.train import checkpoint as ck
 
@@ -95,7 +100,11 @@ def test_light_stages_are_checked_and_older_configs_load_without_them() -> None:
     for bad in (-1, 4):
         with pytest.raises(ValueError, match=r"light_stages must be 0\.\.3"):
             ModelConfig.from_dict({**preset_config("tiny").to_dict(), "light_stages": bad})
+    for bad_type in (True, 1.0):
+        with pytest.raises(ValueError, match="light_stages must be an integer"):
+            ModelConfig.from_dict({**preset_config("tiny").to_dict(), "light_stages": bad_type})
     assert preset_config("lite").light_stages == 2 and preset_config("lite").resolution == 128
+    assert reference_shape_for(preset_config("lite")) is None  # the bare reference has no separable blocks
 
 
 def test_a_separable_upscale_doubles_the_side_for_the_predicted_share_of_the_work() -> None:

@@ -54,7 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "demo-ae256": {**DEMO_TRAIN["tiny"], "ae_dims": 256},
     "demo-warp0.5": {**DEMO_TRAIN["tiny"], "warp": 0.5},
     "demo-warp0": {**DEMO_TRAIN["tiny"], "warp": 0.0},
-    # the lite preset: 128 px at about tiny's cost per step (depthwise-separable upscales on the largest grids)
+    # the lite preset: 128 px at about half tiny's speed (depthwise-separable upscales on the largest grids)
     "demo-lite": {**DEMO_TRAIN["tiny"], "preset": "lite"},
     "demo-lite-full": {**DEMO_TRAIN["tiny"], "preset": "lite", "face_type": "full"},
 }

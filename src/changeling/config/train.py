@@ -15,7 +15,7 @@ from changeling.vocab import DeviceChoice, PresetName
 class TrainSettings:
     preset: PresetName = settings_field("tiny", label="preset", help="model preset")
     resolution: int = settings_field(0, min=0, max=1024, label="resolution (px)",
-                                     help="model resolution in pixels, a multiple of 16 (0: the preset's)")
+                                     help="model resolution in pixels, a multiple of 16 (of 32 for lite; 0: the preset's)")
     e_dims: int = settings_field(0, min=0, max=4096, label="encoder width", help="encoder width (0: the preset's)")
     ae_dims: int = settings_field(0, min=0, max=16384, label="bottleneck width",
                                   help="dense bottleneck width (0: the preset's)")

@@ -31,6 +31,8 @@ class Decoder(nn.Module):
                  act: Act | None = None, res_act: Act | None = None, norm: Norm | None = None,
                  light_stages: int = 0) -> None:
         super().__init__()
+        if not 0 <= light_stages <= len(channels):
+            raise ValueError(f"light_stages must be 0..{len(channels)}, got {light_stages}")
         layers: list[nn.Module] = []
         ci = in_channels
         first_light = len(channels) - light_stages

@@ -307,7 +307,7 @@ class Trainer(StepParts, Checkpointing, Reporting):
         return agreed_stop_reason(reason, self.dist, self.device)
 
     def _anneal(self, used_s: float) -> float:
-        """The schedule's multiplier now (``train.schedule``); with several processes the ranks agree on the
+        """The schedule's multiplier now (``changeling.schedule``); with several processes the ranks agree on the
         furthest progress, so every replica takes the same step."""
         s = self.settings
         progress = run_progress(self.step, s.max_steps, used_s, s.max_time)
