@@ -87,7 +87,13 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     no limit) on the prepared faces and score its newest checkpoint: the scores, the steps, and the training's
     wall and CPU seconds."""
     from changeling.config import TrainSettings
-    from changeling.evaluate.paired import PairedSpec, evaluate_model, make_paired_data
+    from changeling.evaluate.paired import (
+        PairedSpec,
+        evaluate_model,
+        make_paired_data,
+        score_outputs,
+        swap_faces,
+    )
     from changeling.models.load import load_for_inference
     from changeling.project import init_project
     from changeling.train.loop import train
@@ -109,6 +115,10 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     data = make_paired_data(PairedSpec(), info.resolution, info.face_type)
     scores, ident = evaluate_model(model, data, identity=identity)
     row = {k: v for k, v in scores.as_dict().items() if k in SCORE_KEYS}
+    # the same person in the same unseen motion (B->B): how well the model renders B in new poses at all, so
+    # that what the swap loses beyond it is the cost of crossing identities
+    same = score_outputs(swap_faces(model, data.b, "B"), data, landmarks=False)
+    row.update(b_to_b_view_ssim=same.view_ssim, b_to_b_ssim=same.ssim)
     row.update(is_convincing=scores.is_convincing(ident), variant=name, overrides=overrides, steps=result.step,
                train_s=round(wall, 1), cpu_s=round(cpu, 1), detail=info.detail.scale if info.detail is not None else 1,
                closer_to_B=ident["closer_to_B"] if ident else None)
@@ -202,11 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(args.variants, budget_s=args.budget, device=args.device, seed=args.seed,
                    identity=not args.no_identity, keep=args.keep, cpu_clock=args.cpu_clock,
                    steps=args.steps)
-    text = json.dumps(rows, indent=1)
-    if args.json_out:
-        args.json_out.write_text(text)
-    print(text)
+    emit(rows, args.json_out)
     return 0
+
+
+def emit(rows: list[dict[str, Any]], json_out: Path | None) -> None:
+    """Print the rows as JSON, and write them to ``json_out`` when given."""
+    text = json.dumps(rows, indent=1)
+    if json_out:
+        json_out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
