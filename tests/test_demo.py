@@ -36,3 +36,16 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert f"{step} training steps" in r2.stdout
     assert clip.stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("preset", ["tiny", "lite-liae"])
+def test_demo_project_carries_the_measured_settings_of_its_preset(tmp_path: Path, preset: str) -> None:
+    from changeling.config import load_settings
+    from changeling.demo import DEMO_TRAIN, demo_toml
+
+    path = tmp_path / "changeling.toml"
+    path.write_text(demo_toml(preset, 100), encoding="utf-8")
+    train = load_settings(path).train
+    assert train.preset == preset and train.snapshot_every == 100
+    for key, value in DEMO_TRAIN[preset].items():
+        assert getattr(train, key) == value, key

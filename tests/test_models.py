@@ -179,3 +179,14 @@ def test_the_benchmark_finds_each_presets_reference_shape(preset: str, dims: Dim
     from changeling.models.reference import reference_shape_for
 
     assert reference_shape_for(preset_config(preset, dims)) == REFERENCE_SHAPES[ref]
+
+
+def test_lite_liae_is_lites_shape_with_one_shared_decoder() -> None:
+    from dataclasses import replace
+
+    lite, liae = preset_config("lite"), preset_config("lite-liae")
+    assert liae.arch == "liae" and replace(liae, arch="df") == lite
+    model = create_model("lite-liae")
+    assert not hasattr(model, "decoder_b") and hasattr(model, "inter_a")
+    with pytest.raises(ValueError, match="is a liae model"):
+        create_model("lite-liae", lite)

@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 ColorMode = Literal["none", "mean", "rct", "hist", "mkl", "seamless"]
 MaskKind = Literal["predicted", "hull", "extended", "combined", "occlusion"]
-PresetName = Literal["tiny", "lite", "original", "df", "liae"]
+PresetName = Literal["tiny", "lite", "lite-liae", "original", "df", "liae"]
 FaceType = Literal["half", "mid", "full", "whole", "head"]  # from the tightest crop to the widest
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 DetectorName = Literal["short", "full"]  # BlazeFace short and full range

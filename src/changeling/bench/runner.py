@@ -37,6 +37,8 @@ class Case:
 CASES: dict[str, Case] = {c.name: c for c in (
     Case("train-tiny", "changeling.bench.cases:train_tiny", "tiny preset full training step, examples/s"),
     Case("train-lite", "changeling.bench.cases:train_lite", "lite preset (128 px for a CPU) full step, examples/s"),
+    Case("train-lite-liae", "changeling.bench.cases:train_lite_liae",
+         "lite-liae preset (lite's shape as LIAE) full step, examples/s"),
     Case("train-original", "changeling.bench.cases:train_original", "original (64 px) full step, examples/s"),
     Case("train-df128", "changeling.bench.cases:train_df128", "df preset at 128 px, examples/s"),
     Case("train-df256", "changeling.bench.cases:train_df256", "df preset at 256 px, examples/s"),
