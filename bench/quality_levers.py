@@ -17,7 +17,8 @@ module's ``run_variant``). What a variant changes:
   times as many distinct poses, expressions and lights.
 - ``demo-liae``: tiny's widths and kernels in the LIAE arrangement (one shared decoder; per-identity inter layers),
   where the decoder that renders B also learns from A's codes.
-- ``demo-lite-liae``: the same for the ``lite`` preset's 128 px shape.
+- ``demo-lite-liae``: the same for the ``lite`` preset's 128 px shape (now the ``lite-liae`` preset; it ran in the
+  ``original`` slot before that existed).
 - ``demo-lite-liae-b8``: that, with 8 faces per side per step.
 - ``demo-lite-liae-b8-ema``: that, scored with an exponential moving average of the weights (0.995), against its
   jitter.
@@ -29,9 +30,10 @@ module's ``run_variant``). What a variant changes:
 - ``demo-rev0.3``: the same critic through a gradient reversal (the encoder maximises the critic's loss). It
   diverges: the encoder makes the critic confidently wrong without bound (loss 4e3 by step 300).
 
-The experimental shapes and the critic live in this file only. The shapes are registered for this process, in
-the slot of a preset of the same arch (the checkpoint stores its full config, which is what scoring loads); the
-critic replaces the trainer's loss function for its variants. Neither is part of changeling.
+The experimental shape (tiny as LIAE) and the critic live in this file only. The shape is registered for this
+process in the slot of ``liae`` (the same arch; the checkpoint stores its full config, which is what scoring
+loads); the critic replaces the trainer's loss function for its variants, in float32 (it ignores the trainer's
+autocast; the quality bench trains in float32 on the CPU anyway). Neither is part of changeling.
 """
 
 from __future__ import annotations
@@ -67,8 +69,6 @@ def _liae_of(build: Callable[[registry.Dims], ModelConfig]) -> Callable[[registr
 SHAPES: dict[str, registry.Preset] = {
     "liae": registry.Preset("tiny's shape as LIAE (experiment)", registry.PRESETS["tiny"].defaults,
                             _liae_of(registry.PRESETS["tiny"].build), 256),
-    "original": registry.Preset("lite's shape as LIAE (experiment)", registry.PRESETS["lite"].defaults,
-                                _liae_of(registry.PRESETS["lite"].build), 256),
 }
 DEMO = DEMO_TRAIN["tiny"]
 # variant -> (training overrides, training clips as (seconds, fps) or None for the demo's)
@@ -76,9 +76,9 @@ LEVERS: dict[str, tuple[dict[str, Any], tuple[float, float] | None]] = {
     "demo": (DEMO, None),
     "demo-clips60at5": (DEMO, (60.0, 5.0)),
     "demo-liae": ({**DEMO, "preset": "liae"}, None),
-    "demo-lite-liae": ({**DEMO, "preset": "original"}, None),
-    "demo-lite-liae-b8": ({**DEMO, "preset": "original", "batch_size": 8}, None),
-    "demo-lite-liae-b8-ema": ({**DEMO, "preset": "original", "batch_size": 8, "ema": 0.995}, None),
+    "demo-lite-liae": ({**DEMO, "preset": "lite-liae"}, None),
+    "demo-lite-liae-b8": ({**DEMO, "preset": "lite-liae", "batch_size": 8}, None),
+    "demo-lite-liae-b8-ema": ({**DEMO, "preset": "lite-liae", "batch_size": 8, "ema": 0.995}, None),
     "demo-ae64": ({**DEMO, "ae_dims": 64}, None),
     "demo-b8": ({**DEMO, "batch_size": 8}, None),
     "demo-conf0.3": ({**DEMO, "critic": 0.3}, None),

@@ -42,8 +42,8 @@ save_every = 50
 # 0.47-0.53; annealed it stays near the top of that range, with lower landmark error and jitter), and no detail
 # stage, which after 1000 steps sharpened the face (detail 0.50 -> 0.70) at a cost in SSIM (-0.04) and jitter
 # (+22%). The tighter `full` face type sharpened it too (detail 0.55 -> 0.70) but cost SSIM and jitter.
-# For lite-liae ("The swap's crossing gap"): the same, with 8 faces per side (more, smaller steps: +0.03 view SSIM
-# on 16) and weight EMA 0.995 (+0.016 view SSIM, slightly less jitter, in one run).
+# For lite-liae ("The swap's crossing gap"): the same, with 8 faces per side (more, smaller steps: +0.034 view
+# SSIM over 16 per side, one run) and weight EMA 0.995 (+0.016 view SSIM, slightly less jitter, one run).
 DEMO_TRAIN: dict[str, dict[str, Any]] = {
     "tiny": {"lr": 2e-3, "detail": "off", "lr_anneal": 0.3},
     "lite-liae": {"lr": 2e-3, "detail": "off", "lr_anneal": 0.3, "batch_size": 8, "ema": 0.995},

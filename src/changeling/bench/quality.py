@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the lite preset: 128 px at about half tiny's speed (depthwise-separable upscales on the largest grids)
     "demo-lite": {**DEMO_TRAIN["tiny"], "preset": "lite"},
     "demo-lite-full": {**DEMO_TRAIN["tiny"], "preset": "lite", "face_type": "full"},
+    # fourth stop: what `changeling demo --preset lite-liae` trains
+    "demo-lite-liae": {**DEMO_TRAIN["lite-liae"], "preset": "lite-liae"},
 }
 EXTRACT_KEYS = ("face_type",)  # overrides that change extraction (the faces are prepared once per value)
 AB_DEFAULT = ("no-detail", "demo", "demo+detail")  # plain tiny as it was, the demo's choice, and the stage on it

@@ -73,7 +73,8 @@ def _lite(d: Dims) -> ModelConfig:
 def _lite_liae(d: Dims) -> ModelConfig:
     # lite's widths and kernels in the LIAE arrangement: one decoder renders both people from per-identity
     # codes, so the decoder that draws B also learns from A's faces and a swap crosses less far (at the demo's
-    # 10 CPU minutes: view SSIM 0.55-0.56 against tiny's 0.47-0.50; bench/RESULTS.md, "The swap's crossing gap")
+    # 10 CPU minutes with 8 faces per side: view SSIM 0.55-0.58 against tiny's 0.47-0.51; bench/RESULTS.md,
+    # "The swap's crossing gap")
     return replace(_lite(d), arch="liae")
 
 
@@ -102,8 +103,8 @@ PRESETS: dict[str, Preset] = {
                    Dims(64, 16, 128, 32), _tiny, 256),
     "lite": Preset("128 px for a CPU: tiny's trunk, one more upscale, depthwise-separable convolutions on the "
                    "largest grids", Dims(128, 16, 128, 32), _lite, 256),
-    "lite-liae": Preset("lite's 128 px shape as LIAE (one shared decoder, per-identity inter layers): the truest "
-                        "swap measured on a CPU", Dims(128, 16, 128, 32), _lite_liae, 256),
+    "lite-liae": Preset("lite's 128 px shape as LIAE (one shared decoder, per-identity inter layers): with the "
+                        "demo's settings for it, the truest swap measured in 10 CPU minutes", Dims(128, 16, 128, 32), _lite_liae, 256),
     "original": Preset("64 px classic shape: 4 stride-2 convolutions 128..1024, dense 1024, pixel-shuffle ups",
                        Dims(64, 128, 1024, 64), _original, 256),
     "df": Preset("SAEHD-class DF: shared encoder, one decoder with residual blocks per person (128-256 px)",
