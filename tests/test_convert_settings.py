@@ -48,7 +48,8 @@ device = "cuda"
 image_format = "png"
 workers = 3
 """
-FLAGS = {"color": "mkl", "mask": "hull", "erode": 2, "blur": 3, "smooth": 0.2, "sharpen": 0.5, "face_scale": 1.2,
+FLAGS = {"color": "mkl", "mask": "hull", "erode": 2, "blur": 3, "smooth": 0.2, "face_smooth": 0.4, "sharpen": 0.5,
+         "face_scale": 1.2,
          "which": "all", "direction": "b2a", "crf": 20, "batch_size": 3, "device": "cpu", "image_format": "jpg",
          "workers": 1}
 
@@ -115,7 +116,8 @@ def test_a_flag_wins_over_the_toml_everywhere_in_convert(project: Project, seen:
     conv = seen["converter"]
     assert conv.color is color_mod.color_matcher("mkl")
     assert conv.masks == MaskBuilder("hull", 2, 3)
-    assert (conv.smooth, conv.sharpen, conv.face_scale, conv.batch_size, conv.workers) == (0.2, 0.5, 1.2, 3, 1)
+    assert (conv.smooth, conv.face_smooth, conv.sharpen, conv.face_scale, conv.batch_size, conv.workers) == \
+        (0.2, 0.4, 0.5, 1.2, 3, 1)
     assert conv.select is all_faces
     assert conv.swapper.to == "A" and conv.swapper.device == torch.device("cpu")
 

@@ -346,12 +346,14 @@ VIEW_PROBE_S = 60.0  # seconds of training between the (slower) view-size probes
 
 
 def _quick_scores(model: Any, data: Any, *, view: bool = False) -> dict[str, float]:
-    from changeling.evaluate.paired import score_outputs, swap_faces
+    from changeling.config import ConvertSettings
+    from changeling.evaluate.paired import score_outputs, swap_sequence
 
     was = model.training
     model.eval()
     try:
-        s = score_outputs(swap_faces(model, data.a, "B"), data, landmarks=False, view=view)
+        s = score_outputs(swap_sequence(model, data.a, "B", ConvertSettings().face_smooth), data, landmarks=False,
+                          view=view)
     finally:
         model.train(was)
     out = {"ssim": s.ssim, "psnr": s.psnr, "recognisable": s.recognisable}

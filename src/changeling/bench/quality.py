@@ -88,7 +88,7 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     """Train one variant from scratch for ``budget_s`` seconds (or ``steps`` steps, whichever ends first; 0:
     no limit) on the prepared faces and score its newest checkpoint: the scores, the steps, and the training's
     wall and CPU seconds."""
-    from changeling.config import TrainSettings
+    from changeling.config import ConvertSettings, TrainSettings
     from changeling.evaluate.paired import (
         PairedSpec,
         evaluate_model,
@@ -115,8 +115,13 @@ def run_variant(name: str, overrides: dict[str, Any], faces_root: Path, root: Pa
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     model, info = load_for_inference(project.model_dir, device)
     data = make_paired_data(PairedSpec(), info.resolution, info.face_type)
-    scores, ident = evaluate_model(model, data, identity=identity)
+    # scored as convert renders it (with its temporal face blending), and the model's raw outputs beside
+    face_smooth = ConvertSettings().face_smooth
+    scores, ident = evaluate_model(model, data, identity=identity, face_smooth=face_smooth)
     row = {k: v for k, v in scores.as_dict().items() if k in SCORE_KEYS}
+    raw = score_outputs(swap_faces(model, data.a, "B"), data, landmarks=False)
+    row.update(face_smooth=face_smooth, raw_view_ssim=raw.view_ssim, raw_view_detail=raw.view_detail,
+               raw_view_jitter=raw.view_jitter)
     # the same person in the same unseen motion (B->B): how well the model renders B in new poses at all, so
     # that what the swap loses beyond it is the cost of crossing identities
     same = score_outputs(swap_faces(model, data.b, "B"), data, landmarks=False)

@@ -11,8 +11,8 @@ from changeling.cli.common import add_common, add_settings_flags, flags_of, proj
 from changeling.config import ConvertSettings, LiveSettings, with_flags
 
 # the convert settings that shape a live swap (batching, workers and image output do not apply)
-SWAP_FIELDS = ("color", "mask", "erode", "blur", "smooth", "sharpen", "face_scale", "which", "direction", "crf",
-               "device")
+SWAP_FIELDS = ("color", "mask", "erode", "blur", "smooth", "face_smooth", "sharpen", "face_scale", "which", "direction",
+               "crf", "device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

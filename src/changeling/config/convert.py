@@ -23,6 +23,10 @@ class ConvertSettings:
                                help="feather width of the mask edge, pixels of the crop")
     smooth: float = settings_field(0.5, min=0.0, max=1.0, step=0.05, label="temporal smoothing",
                                    help="temporal smoothing of landmarks against jitter (0: off, 1: strongest)")
+    # 0.7: on the paired benchmark's held-out motion it cut the view jitter by ~25% and kept SSIM (bench/RESULTS.md)
+    face_smooth: float = settings_field(0.7, min=0.0, max=0.95, step=0.05, label="face smoothing",
+                                        help="blend each swapped face with the last frame's where the source face "
+                                        "did not move, against flicker (0: off)")
     sharpen: float = settings_field(0.0, min=0.0, max=3.0, step=0.1, label="sharpen",
                                     help="unsharp-mask amount on the swapped face")
     face_scale: float = settings_field(1.0, min=0.5, max=1.5, step=0.01, label="face scale",

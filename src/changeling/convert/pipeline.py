@@ -35,6 +35,7 @@ from changeling.convert.color import ColorMatcher
 from changeling.convert.maskops import MaskBuilder
 from changeling.convert.sharpen import unsharp_mask
 from changeling.convert.smooth import LandmarkSmoother, params_for_strength
+from changeling.convert.temporal import FaceBlender
 from changeling.convert.writers import FrameWriter, Patch, RenderedFrame, WriterFactory, check_not_input
 from changeling.detect.align import face_affine, rescale_affine, transform_points, warp_face
 from changeling.errors import UserError
@@ -188,6 +189,7 @@ class Converter:
 
     ``color``: colour matcher ``(face, target, mask) -> face``; ``masks``: the blend mask builder;
     ``select``: which faces of a frame to swap; ``smooth``: temporal smoothing strength in [0, 1] (0: off);
+    ``face_smooth``: temporal blending of the swapped faces (:mod:`changeling.convert.temporal`; 0: off);
     ``sharpen``: unsharp-mask amount; ``face_scale``: size of the pasted face relative to the original;
     ``marker``: the provenance watermark applied to every frame written (frames without a face are otherwise
     passed through untouched);
@@ -203,6 +205,7 @@ class Converter:
     marker: Marker | None
     select: FaceFilter = largest_face
     smooth: float = 0.5
+    face_smooth: float = 0.0
     sharpen: float = 0.0
     face_scale: float = 1.0
     batch_size: int = 8
@@ -248,9 +251,10 @@ class Converter:
         self.timer.add("align", time.perf_counter() - t1)
         return plans
 
-    def swap(self, plans: Sequence[FramePlan]) -> None:
+    def swap(self, plans: Sequence[FramePlan], blender: FaceBlender | None = None) -> None:
         """Run the model on the planned crops, in batches of ``batch_size`` faces; fills each job's swapped face
-        and predicted mask."""
+        and predicted mask. ``blender`` (carried over a video's consecutive frames, in order) blends each face
+        with the previous frame's."""
         t2 = time.perf_counter()
         jobs = [job for plan in plans for job in plan.faces]
         for start in range(0, len(jobs), self.batch_size):
@@ -258,6 +262,12 @@ class Converter:
             faces, masks = self.swapper(np.stack([j.crop for j in part]))
             for j, f, m in zip(part, faces, masks, strict=True):
                 j.swapped, j.predicted_mask = f, m
+        if blender is not None:
+            for plan in plans:
+                blender.next_frame()
+                for j in plan.faces:
+                    assert j.swapped is not None
+                    j.swapped, j.predicted_mask = blender(j.face_index, j.crop, j.swapped, j.predicted_mask)
         t3 = time.perf_counter()
         self.timer.add("model", t3 - t2)
         if self.occlusion is not None and self.masks.uses_occlusion and jobs:
@@ -343,6 +353,7 @@ class Converter:
         writer = self.writer_factory(output, frames)
         counts = {"frames": 0, "swapped": 0, "faces": 0}
         smoother = LandmarkSmoother(params_for_strength(self.smooth))
+        blender = FaceBlender(self.face_smooth) if self.face_smooth > 0 else None
         pbar = bar(total=frames.frame_count or None, desc="convert", unit="frame", enabled=self.progress)
         # on many cores the frames are decoded in a child process (its own GIL), else in the decode thread
         child = start_process_frames(frames, slots=2 * self.batch_size + 2) if decode_process_wanted(frames) else None
@@ -366,7 +377,7 @@ class Converter:
                         chunk.append(item)
                     if chunk and (item is END or len(chunk) >= self.batch_size):
                         plans = self.plan(chunk, smoother)
-                        swapped = model.submit(self.swap, plans)
+                        swapped = model.submit(self.swap, plans, blender)
                         if pending is not None:
                             self._hand_over(*pending, pool, writer, stages, ready)
                         pending = (plans, swapped)

@@ -110,6 +110,7 @@ class Scores:
     view_jitter: float = math.nan
     view_landmark_error: float = math.nan
     view_baseline_ssim: float = math.nan
+    face_smooth: float = 0.0  # the temporal face blending the outputs were scored with (convert's setting)
 
     @property
     def is_recognisable(self) -> bool:
@@ -289,19 +290,31 @@ def _mean_finite(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else float("inf")
 
 
-def evaluate_model(model: torch.nn.Module, data: PairedData, *, identity: bool = False
+def swap_sequence(model: torch.nn.Module, faces: np.ndarray, to: str = "B", face_smooth: float = 0.0
+                  ) -> np.ndarray:
+    """:func:`swap_faces` of one face's consecutive frames, blended over time as convert blends them
+    (``face_smooth``: :class:`~changeling.config.ConvertSettings`' setting; 0: the model's raw outputs)."""
+    from changeling.convert.temporal import blend_sequence
+
+    return blend_sequence(swap_faces(model, faces, to), faces, face_smooth)
+
+
+def evaluate_model(model: torch.nn.Module, data: PairedData, *, identity: bool = False, face_smooth: float = 0.0
                    ) -> tuple[Scores, dict[str, Any] | None]:
     """Scores of the model's A->B swap of the held-out sequence, and its identity score when asked for (on the
-    view-size faces when the data has the view geometry)."""
+    view-size faces when the data has the view geometry). ``face_smooth``: the temporal face blending convert
+    applies (:mod:`changeling.convert.temporal`), so that the scores are of what a viewer sees."""
     was_training = model.training
     model.eval()
     try:
-        outputs = swap_faces(model, data.a, "B")
+        outputs = swap_sequence(model, data.a, "B", face_smooth)
         ident = None
         if identity:
             ident = (identity_scores(view_outputs(outputs, data)[0], data.view) if data.view is not None
                      else identity_scores(outputs, data))
-        return score_outputs(outputs, data), ident
+        scores = score_outputs(outputs, data)
+        scores.face_smooth = face_smooth
+        return scores, ident
     finally:
         model.train(was_training)
 

@@ -54,6 +54,7 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
     if latest_only:
         found = found[-1:]
     dev = resolve_device(device)
+    face_smooth = project.settings().convert.face_smooth  # score what convert renders
     data: dict[tuple[int, str], PairedData] = {}
     rows = []
     for k, (step, path) in enumerate(iterate(found, desc="evaluating checkpoints", unit="ckpt",
@@ -63,7 +64,8 @@ def evaluate_project(project: Project, *, spec: PairedSpec | None = None, device
         if key not in data:
             data[key] = make_paired_data(spec, info.resolution, info.face_type)
         with torch.inference_mode():
-            scores, ident = evaluate_model(model, data[key], identity=k == len(found) - 1)
+            scores, ident = evaluate_model(model, data[key], identity=k == len(found) - 1,
+                                           face_smooth=face_smooth)
         rows.append({"step": step, "train_seconds": train_seconds(path), "preset": info.preset,
                      "checkpoint": str(path), **scores.as_dict(), "identity": ident,
                      "is_convincing": scores.is_convincing(ident)})

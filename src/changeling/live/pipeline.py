@@ -33,6 +33,7 @@ import numpy as np
 
 from changeling.convert.pipeline import Converter, FramePlan, _Timer
 from changeling.convert.smooth import LandmarkSmoother, params_for_strength
+from changeling.convert.temporal import FaceBlender
 from changeling.convert.writers import RenderedFrame
 from changeling.live.inputs import CLOCK, Captured, Clock, LatestSlot
 from changeling.live.sinks import Sink
@@ -66,6 +67,7 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
     conv.faces.open(source)  # a fresh tracker, carried from frame to frame
     conv.timer = _Timer()
     smoother = LandmarkSmoother(params_for_strength(conv.smooth))
+    blender = FaceBlender(conv.face_smooth) if conv.face_smooth > 0 else None
     slot: LatestSlot[Captured] = LatestSlot()
     meter = LatencyMeter()
     input_error: list[BaseException] = []
@@ -123,7 +125,7 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
                 stages.put(dst, END)
 
             def swapped(plans: list[FramePlan]) -> FramePlan:
-                conv.swap(plans)
+                conv.swap(plans, blender)
                 return plans[0]
 
             def output(item: tuple[Captured, RenderedFrame]) -> None:
@@ -159,7 +161,8 @@ def run_live(conv: Converter, frames: Frames, source: FrameSource, sinks: Sequen
 
 class LiveSession:
     """Live mode one frame at a time, for a caller that brings each frame itself (the web UI's stream): the
-    same steps as :func:`run_live` in the caller's thread, the tracker and smoothing carried between calls.
+    same steps as :func:`run_live` in the caller's thread, the tracker, smoothing and face blending carried
+    between calls.
     Thread-safe (one frame at a time)."""
 
     def __init__(self, conv: Converter, source: FrameSource, clock: Clock = CLOCK) -> None:
@@ -167,6 +170,7 @@ class LiveSession:
         self.clock = clock
         self._lock = threading.Lock()
         self._smoother = LandmarkSmoother(params_for_strength(conv.smooth))
+        self._blender = FaceBlender(conv.face_smooth) if conv.face_smooth > 0 else None
         self._start = clock()
         self._index = 0
         self.meter = LatencyMeter()
@@ -180,7 +184,7 @@ class LiveSession:
             tf = TimedFrame(self._index, now - self._start, None, np.ascontiguousarray(image, dtype=np.uint8))
             self._index += 1
             plans = self.conv.plan([tf], self._smoother)
-            self.conv.swap(plans)
+            self.conv.swap(plans, self._blender)
             rendered = self.conv.render(plans[0])
             self.meter.record(now if due is None else due, self.clock())
             return rendered

@@ -24,6 +24,7 @@ FIELDS = (  # the ConvertSettings fields this tab shows, in order
     "erode",
     "blur",
     "smooth",
+    "face_smooth",
     "direction",
 )
 
