@@ -49,3 +49,11 @@ def test_demo_project_carries_the_measured_settings_of_its_preset(tmp_path: Path
     assert train.preset == preset and train.snapshot_every == 100
     for key, value in DEMO_TRAIN[preset].items():
         assert getattr(train, key) == value, key
+
+
+def test_the_demo_trains_its_measured_preset_by_default() -> None:
+    from changeling.cli import build_parser
+    from changeling.config.demo import DEMO_PRESET, DEMO_TRAIN
+
+    assert DEMO_PRESET == "lite-liae" and DEMO_PRESET in DEMO_TRAIN  # its settings go into the demo's toml
+    assert build_parser().parse_args(["demo"]).preset == DEMO_PRESET

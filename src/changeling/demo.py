@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from changeling.config import ConvertSettings, ExtractSettings, TrainSettings
+from changeling.config.demo import DEMO_PRESET, DEMO_TRAIN
 from changeling.evaluate.paired import PairedSpec
 from changeling.project import Project, init_project
 from changeling.types import DeviceChoice
@@ -35,19 +36,6 @@ snapshot_every = {snapshot_every}   # snapshots along the way feed the quality-v
 preview_every = 50
 save_every = 50
 {measured}"""
-
-# The training choices the quality A/B picked for the demo's 10 CPU minutes, per preset (bench/RESULTS.md,
-# "Quality per minute of training" and "Pixels where they matter"): for tiny a learning rate 4x the general
-# default, annealed over the last 30% of the run (at a constant 2e-3 the final view SSIM lands anywhere in
-# 0.47-0.53; annealed it stays near the top of that range, with lower landmark error and jitter), and no detail
-# stage, which after 1000 steps sharpened the face (detail 0.50 -> 0.70) at a cost in SSIM (-0.04) and jitter
-# (+22%). The tighter `full` face type sharpened it too (detail 0.55 -> 0.70) but cost SSIM and jitter.
-# For lite-liae ("The swap's crossing gap"): the same, with 8 faces per side (more, smaller steps: +0.034 view
-# SSIM over 16 per side, one run) and weight EMA 0.995 (+0.016 view SSIM, slightly less jitter, one run).
-DEMO_TRAIN: dict[str, dict[str, Any]] = {
-    "tiny": {"lr": 2e-3, "detail": "off", "lr_anneal": 0.3},
-    "lite-liae": {"lr": 2e-3, "detail": "off", "lr_anneal": 0.3, "batch_size": 8, "ema": 0.995},
-}
 
 
 def demo_toml(preset: str, snapshot_every: int) -> str:
@@ -116,7 +104,7 @@ def _trained_seconds(project: Project) -> tuple[float, int]:
     return train_seconds(latest), list_checkpoints(project.model_dir)[-1][0]
 
 
-def run_demo(root: Path, *, minutes: float = 10.0, preset: str = "tiny", device: DeviceChoice = "auto",
+def run_demo(root: Path, *, minutes: float = 10.0, preset: str = DEMO_PRESET, device: DeviceChoice = "auto",
              progress: bool = True) -> DemoReport:
     """Make (or resume) a demo project at ``root`` and run every stage; see the module docstring."""
     from changeling.convert import convert

@@ -6,17 +6,19 @@ import argparse
 from pathlib import Path
 
 from changeling.cli.common import add_common
+from changeling.config.demo import DEMO_PRESET
 from changeling.errors import UserError
 from changeling.vocab import DEVICES, PRESET_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in sample data", description=(
-        "Make a project, generate sample clips from two public-domain portraits, extract, train the tiny "
-        "preset, convert, verify the provenance marks and evaluate. Rerunning resumes."))
+        "Make a project, generate sample clips from two public-domain portraits, extract, train (the "
+        f"{DEMO_PRESET} preset by default), convert, verify the provenance marks and evaluate. Rerunning resumes."))
     p.add_argument("--project", "-p", type=Path, default=Path("demo"), help="project folder (default: demo)")
     p.add_argument("--minutes", type=float, default=10.0, help="total training time in minutes (default: 10)")
-    p.add_argument("--preset", default="tiny", choices=PRESET_NAMES, help="model preset for a new demo project (default: tiny)")
+    p.add_argument("--preset", default=DEMO_PRESET, choices=PRESET_NAMES,
+                   help=f"model preset for a new demo project (default: {DEMO_PRESET})")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
     add_common(p, project=False)
     p.set_defaults(func=run)
