@@ -8,6 +8,8 @@ from typing import Literal
 from changeling.config.core import settings_field
 from changeling.vocab import ColorMode, DeviceChoice, ImageFormat, MaskKind
 
+FACE_SMOOTH_MAX = 0.95  # the face blending's strongest setting: 1 would freeze a still face for ever
+
 
 @dataclass(frozen=True)
 class ConvertSettings:
@@ -24,7 +26,7 @@ class ConvertSettings:
     smooth: float = settings_field(0.5, min=0.0, max=1.0, step=0.05, label="temporal smoothing",
                                    help="temporal smoothing of landmarks against jitter (0: off, 1: strongest)")
     # 0.7: on the paired benchmark's held-out motion it cut the view jitter by ~25% and kept SSIM (bench/RESULTS.md)
-    face_smooth: float = settings_field(0.7, min=0.0, max=0.95, step=0.05, label="face smoothing",
+    face_smooth: float = settings_field(0.7, min=0.0, max=FACE_SMOOTH_MAX, step=0.05, label="face smoothing",
                                         help="blend each swapped face with the last frame's where the source face "
                                         "did not move, against flicker (0: off)")
     sharpen: float = settings_field(0.0, min=0.0, max=3.0, step=0.1, label="sharpen",

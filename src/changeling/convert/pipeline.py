@@ -144,6 +144,12 @@ class FaceJob:
     swapped: NDArray[np.float32] | None = None  # (S, S, 3) in [0, 1], S the swapper's output resolution
     predicted_mask: NDArray[np.float32] | None = None  # (S, S)
     occlusion_mask: NDArray[np.float32] | None = None  # (R, R) visible face, when an occlusion segmenter runs
+    track: int | None = None  # the landmark smoother's key for this face across frames (None: no smoother)
+
+    @property
+    def key(self) -> int:
+        """What follows this face from frame to frame: its track, or its place among the frame's faces."""
+        return self.face_index if self.track is None else self.track
 
 
 @dataclass
@@ -239,13 +245,15 @@ class Converter:
             self.timer.faces_found += len(found)
             chosen = self.select(tf.image, list(found)) if found else []
             lms: list[NDArray[np.float32]] = [np.asarray(f.landmarks, np.float32) for f in chosen]
+            tracks: list[int | None] = [None] * len(lms)
             if smoother is not None:
                 lms = smoother.update(tf.time, lms, [f.box for f in chosen], [f.track_id for f in chosen])
+                tracks = list(smoother.keys)
             fjobs = []
-            for i, lm in enumerate(lms):
+            for i, (lm, track) in enumerate(zip(lms, tracks, strict=True)):
                 affine = np.asarray(self.align(lm, face_type, r), dtype=np.float64)
                 crop = warp_face(tf.image, affine, r, border="replicate")
-                fjobs.append(FaceJob(i, lm, affine, crop))
+                fjobs.append(FaceJob(i, lm, affine, crop, track=track))
             jobs.extend(fjobs)
             plans.append(FramePlan(tf, fjobs))
         self.timer.add("align", time.perf_counter() - t1)
@@ -267,7 +275,7 @@ class Converter:
                 blender.next_frame()
                 for j in plan.faces:
                     assert j.swapped is not None
-                    j.swapped, j.predicted_mask = blender(j.face_index, j.crop, j.swapped, j.predicted_mask)
+                    j.swapped, j.predicted_mask = blender(j.key, j.crop, j.swapped, j.predicted_mask)
         t3 = time.perf_counter()
         self.timer.add("model", t3 - t2)
         if self.occlusion is not None and self.masks.uses_occlusion and jobs:

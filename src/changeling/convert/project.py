@@ -170,8 +170,9 @@ def build_converter(project: Project, source: Path, all_settings: Settings, *, w
                      masks=MaskBuilder(settings.mask, settings.erode, settings.blur),
                      writer_factory=provenance_writer_factory(writer, crf=settings.crf,
                                                               image_format=settings.image_format),
-                     marker=watermark_marker(device), select=_select(settings.which, reference), smooth=settings.smooth,
-                     face_smooth=settings.face_smooth, sharpen=settings.sharpen, face_scale=settings.face_scale, batch_size=settings.batch_size,
+                     marker=watermark_marker(device), select=_select(settings.which, reference),
+                     smooth=settings.smooth, face_smooth=settings.face_smooth, sharpen=settings.sharpen,
+                     face_scale=settings.face_scale, batch_size=settings.batch_size,
                      workers=workers, progress=progress, occlusion=occlusion)
     return conv, ConvertPlan(faces_from, mdir, info.preset, info.resolution, int(info.step), device)
 

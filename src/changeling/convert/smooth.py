@@ -108,7 +108,7 @@ def face_size(landmarks: np.ndarray) -> float:
 
 @dataclass
 class _Track:
-    filt: OneEuroFilter
+    filt: OneEuroFilter | None  # None: smoothing off, the track only follows the face
     box: NDArray[np.float64]
     seen: int  # index of the last frame the track was seen in
 
@@ -117,14 +117,16 @@ class _Track:
 class LandmarkSmoother:
     """Smooths the landmarks of every face over a video. Call :meth:`update` once per frame, in order.
 
-    ``params`` ``None`` passes landmarks through unchanged (smoothing off).
+    ``params`` ``None`` passes landmarks through unchanged (smoothing off); the faces are still followed, so
+    :attr:`keys` names each face of the last frame by its track whether or not it is smoothed.
     """
 
     params: OneEuroParams | None
     min_iou: float = 0.3
-    _tracks: dict[int, _Track] = field(default_factory=dict)
-    _next_id: int = 0
-    _frame: int = -1
+    keys: list[int] = field(default_factory=list, init=False)  # the last frame's faces' track keys, in order
+    _tracks: dict[int, _Track] = field(default_factory=dict, init=False)
+    _next_id: int = field(default=0, init=False)
+    _frame: int = field(default=-1, init=False)
 
     @classmethod
     def with_strength(cls, strength: float) -> LandmarkSmoother:
@@ -136,18 +138,20 @@ class LandmarkSmoother:
         ``boxes[i]``: (4,) x0, y0, x1, y1; ``track_ids[i]``: the face source's id or ``None``.
         Returns the smoothed landmarks in the same order (float32)."""
         self._frame += 1
-        if self.params is None:
-            return [np.asarray(lm, dtype=np.float32) for lm in landmarks]
         ids = self._assign(boxes, track_ids)
+        self.keys = ids
         out: list[NDArray[np.float32]] = []
         for lm, box, tid in zip(landmarks, boxes, ids, strict=True):
             track = self._tracks.get(tid)
             b = np.asarray(box, dtype=np.float64)
             if track is None or track.seen != self._frame - 1:
-                track = _Track(OneEuroFilter(self.params), b, self._frame)
+                track = _Track(None if self.params is None else OneEuroFilter(self.params), b, self._frame)
                 self._tracks[tid] = track
             track.box, track.seen = b, self._frame
-            out.append(track.filt(lm, time, scale=face_size(lm)).astype(np.float32))
+            if track.filt is None:
+                out.append(np.asarray(lm, dtype=np.float32))
+            else:
+                out.append(track.filt(lm, time, scale=face_size(lm)).astype(np.float32))
         # forget tracks that were not seen in this frame
         for tid in [k for k, t in self._tracks.items() if t.seen != self._frame]:
             del self._tracks[tid]

@@ -22,9 +22,30 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from changeling.config.convert import FACE_SMOOTH_MAX
+
 SIGMA = 0.05  # source change (mean of RGB in [0, 1]) at which the weight falls to 1/e of the strength
 BLUR_SIGMA = 1.0  # Gaussian blur of the crops before differencing, pixels of the model's crop
-MAX_STRENGTH = 0.95  # 1 would freeze a still face for ever
+MAX_STRENGTH = FACE_SMOOTH_MAX  # the settings' bound: 1 would freeze a still face for ever
+
+
+def blur_crop(crop: NDArray[np.floating]) -> NDArray[np.float32]:
+    """A source crop (R, R, 3) in [0, 1] as :func:`blend_weights` compares it: lightly blurred, so that the
+    sensor's noise does not count as motion."""
+    return np.asarray(cv2.GaussianBlur(np.asarray(crop, np.float32), (0, 0), BLUR_SIGMA), np.float32)
+
+
+def blurred_weights(prev_blurred: NDArray[np.float32], blurred: NDArray[np.float32], strength: float,
+                    sigma: float = SIGMA) -> NDArray[np.float32]:
+    """:func:`blend_weights` of two crops already passed through :func:`blur_crop`."""
+    if prev_blurred.shape != blurred.shape:
+        raise ValueError(f"crops differ in shape: {prev_blurred.shape} vs {blurred.shape}")
+    if not 0.0 <= strength <= MAX_STRENGTH:
+        raise ValueError(f"strength must be in [0, {MAX_STRENGTH}], got {strength}")
+    if sigma <= 0:
+        raise ValueError("sigma must be positive")
+    change = np.abs(prev_blurred - blurred).reshape(*blurred.shape[:2], -1).mean(axis=2)
+    return (strength * np.exp(-change / sigma)).astype(np.float32)
 
 
 def blend_weights(prev_crop: NDArray[np.floating], crop: NDArray[np.floating], strength: float,
@@ -32,14 +53,7 @@ def blend_weights(prev_crop: NDArray[np.floating], crop: NDArray[np.floating], s
     """(R, R) weights of the previous output for two consecutive source crops (R, R, 3) in [0, 1]."""
     if prev_crop.shape != crop.shape:
         raise ValueError(f"crops differ in shape: {prev_crop.shape} vs {crop.shape}")
-    if not 0.0 <= strength <= MAX_STRENGTH:
-        raise ValueError(f"strength must be in [0, {MAX_STRENGTH}], got {strength}")
-    if sigma <= 0:
-        raise ValueError("sigma must be positive")
-    a = cv2.GaussianBlur(np.asarray(prev_crop, np.float32), (0, 0), BLUR_SIGMA)
-    b = cv2.GaussianBlur(np.asarray(crop, np.float32), (0, 0), BLUR_SIGMA)
-    change = np.abs(a - b).reshape(*a.shape[:2], -1).mean(axis=2)
-    return (strength * np.exp(-change / sigma)).astype(np.float32)
+    return blurred_weights(blur_crop(prev_crop), blur_crop(crop), strength, sigma)
 
 
 def blend(prev: NDArray[np.floating], current: NDArray[np.floating], weights: NDArray[np.floating]
@@ -74,7 +88,7 @@ def blend_sequence(outputs: NDArray[np.floating], crops: NDArray[np.floating], s
 @dataclass
 class _Last:
     frame: int
-    crop: NDArray[np.float32]
+    blurred: NDArray[np.float32]  # the source crop through blur_crop, kept so each crop is blurred once
     face: NDArray[np.float32]
     mask: NDArray[np.float32] | None
 
@@ -82,13 +96,14 @@ class _Last:
 @dataclass
 class FaceBlender:
     """:func:`blend` over a video, for the converter and live mode. Call :meth:`next_frame` once per frame and
-    :meth:`__call__` for each of its faces, in frame order. Faces are followed by their index among the frame's
-    chosen faces; a face absent in the previous frame starts afresh, and so does one whose crop changed from
-    the last (another face, a cut): the weights fall to nothing there by themselves."""
+    :meth:`__call__` for each of its faces, in frame order. Faces are followed by a key: the converter passes
+    the landmark smoother's track, so two faces that change places in the frame's list keep their own history.
+    A face absent in the previous frame starts afresh, and so does one whose crop changed from the last
+    (another face, a cut): the weights fall to nothing there by themselves."""
 
     strength: float
-    _frame: int = -1
-    _last: dict[int, _Last] = field(default_factory=dict)
+    _frame: int = field(default=-1, init=False)
+    _last: dict[int, _Last] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= MAX_STRENGTH:
@@ -98,18 +113,18 @@ class FaceBlender:
         self._frame += 1
         self._last = {k: v for k, v in self._last.items() if v.frame == self._frame - 1}
 
-    def __call__(self, index: int, crop: NDArray[np.uint8], face: NDArray[np.float32],
+    def __call__(self, key: int, crop: NDArray[np.uint8], face: NDArray[np.float32],
                  mask: NDArray[np.float32] | None) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-        """The blended face (S, S, 3) and mask (S, S) of face ``index`` of this frame, from its source crop
+        """The blended face (S, S, 3) and mask (S, S) of the face ``key`` in this frame, from its source crop
         (R, R, 3) uint8 and the model's face and mask."""
-        src = np.asarray(crop, np.float32) / 255.0
-        last = self._last.get(index)
-        if self.strength > 0 and last is not None and last.crop.shape == src.shape \
+        blurred = blur_crop(np.asarray(crop, np.float32) / 255.0)
+        last = self._last.get(key)
+        if self.strength > 0 and last is not None and last.blurred.shape == blurred.shape \
                 and last.face.shape == face.shape:
-            w = blend_weights(last.crop, src, self.strength)
+            w = blurred_weights(last.blurred, blurred, self.strength)
             face = blend(last.face, face, w)
             if mask is not None and last.mask is not None and last.mask.shape == mask.shape:
                 mask = blend(last.mask, mask, w)
-        self._last[index] = _Last(self._frame, src, np.asarray(face, np.float32),
-                                  None if mask is None else np.asarray(mask, np.float32))
+        self._last[key] = _Last(self._frame, blurred, np.asarray(face, np.float32),
+                                None if mask is None else np.asarray(mask, np.float32))
         return face, mask

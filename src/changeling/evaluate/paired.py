@@ -303,7 +303,8 @@ def evaluate_model(model: torch.nn.Module, data: PairedData, *, identity: bool =
                    ) -> tuple[Scores, dict[str, Any] | None]:
     """Scores of the model's A->B swap of the held-out sequence, and its identity score when asked for (on the
     view-size faces when the data has the view geometry). ``face_smooth``: the temporal face blending convert
-    applies (:mod:`changeling.convert.temporal`), so that the scores are of what a viewer sees."""
+    applies (:mod:`changeling.convert.temporal`), so that the scores are of the faces convert renders (in the
+    aligned view, before colour matching and pasting)."""
     was_training = model.training
     model.eval()
     try:

@@ -31,7 +31,7 @@ WINDOW = 60  # frames the shown rate and latency are taken over
 
 @dataclass
 class _Stream:
-    """One page's live session: the project it swaps with, and live mode's session (tracker, smoothing)."""
+    """One page's live session: the project it swaps with, and live mode's session (its tracker, landmark smoothing and face blending)."""
 
     root: Path
     session: Any  # changeling.live.pipeline.LiveSession
