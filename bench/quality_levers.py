@@ -22,6 +22,9 @@ module's ``run_variant``). What a variant changes:
 - ``demo-lite-liae-b8``: that, with 8 faces per side per step.
 - ``demo-lite-liae-b8-ema``: that, scored with an exponential moving average of the weights (0.995), against its
   jitter.
+- ``demo-lite-liae-b8-ema-clips24at25``, ``...-clips60at5``: what the demo trains now (``lite-liae`` with 8 faces
+  per side and EMA) on twice the training motion at the demo's 25 fps (600 faces per side), and on five times
+  the motion in 300 faces.
 - ``demo-ae64``, ``demo-b8``: a narrower bottleneck (64), and 8 faces per side per step instead of 16.
 - ``demo-conf0.3``: an identity critic on the bottleneck's code. A small classifier learns, on detached codes,
   to tell A's from B's; the encoder learns to make it answer one half for both (cross-entropy against 0.5 through
@@ -50,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from changeling.bench import quality
-from changeling.demo import DEMO_TRAIN
+from changeling.config.demo import DEMO_TRAIN
 from changeling.models import registry
 from changeling.models.pair import ModelConfig
 
@@ -79,6 +82,11 @@ LEVERS: dict[str, tuple[dict[str, Any], tuple[float, float] | None]] = {
     "demo-lite-liae": ({**DEMO, "preset": "lite-liae"}, None),
     "demo-lite-liae-b8": ({**DEMO, "preset": "lite-liae", "batch_size": 8}, None),
     "demo-lite-liae-b8-ema": ({**DEMO, "preset": "lite-liae", "batch_size": 8, "ema": 0.995}, None),
+    # sixth stop: more training motion for what the demo trains now (LIAE crosses identities better than tiny)
+    "demo-lite-liae-b8-ema-clips24at25": ({**DEMO, "preset": "lite-liae", "batch_size": 8, "ema": 0.995},
+                                          (24.0, 25.0)),
+    "demo-lite-liae-b8-ema-clips60at5": ({**DEMO, "preset": "lite-liae", "batch_size": 8, "ema": 0.995},
+                                         (60.0, 5.0)),
     "demo-ae64": ({**DEMO, "ae_dims": 64}, None),
     "demo-b8": ({**DEMO, "batch_size": 8}, None),
     "demo-conf0.3": ({**DEMO, "critic": 0.3}, None),
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--diagnose", type=Path, metavar="MODEL_DIR", help="split this model's swap loss instead")
     p.add_argument("--budget", type=float, default=600.0, help="training seconds per variant")
     p.add_argument("--seed", type=int, default=0, help="the training seed of every variant")
+    p.add_argument("--steps", type=int, default=0, help="train each variant this many steps (0: by --budget)")
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -208,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides, clips = LEVERS[name]
         critic = overrides.get("critic", 0.0)
         loop.make_loss_fn = critic_loss_fn(critic) if critic else plain  # type: ignore[assignment]
-        log.info("levers: training %s for %.0f s", name, args.budget)
+        log.info("levers: training %s for %s", name, f"{args.steps} steps" if args.steps else f"{args.budget:.0f} s")
         rows.append(quality.run_variant(name, {k: v for k, v in overrides.items() if k != "critic"}, faces[clips],
-                                        args.root, budget_s=args.budget, device="cpu", seed=args.seed))
+                                        args.root, budget_s=0.0 if args.steps else args.budget, device="cpu",
+                                        seed=args.seed, steps=args.steps))
         log.info("levers: %s", rows[-1])
     quality.emit(rows, args.json_out)
     return 0

@@ -286,7 +286,8 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
     A (every few steps, at the model's resolution), the time until the swap is convincing (the view-size
     scores, every ``VIEW_PROBE_S`` seconds of training), and every score at the end of the budget."""
     from changeling.config import ExtractSettings, TrainSettings
-    from changeling.demo import DEMO_TRAIN, sample_clips
+    from changeling.config.demo import DEMO_PRESET, DEMO_TRAIN
+    from changeling.demo import sample_clips
     from changeling.evaluate.paired import PairedSpec, make_paired_data
     from changeling.extract import extract
     from changeling.project import init_project
@@ -294,7 +295,7 @@ def time_to_recognisable(device: str, repeats: int, quick: bool = False, budget_
 
     cuda = device.startswith("cuda")
     budget = budget_s if budget_s is not None else (90.0 if cuda else 600.0) / (3 if quick else 1)
-    preset = preset or "tiny"
+    preset = preset or DEMO_PRESET
     spec = PairedSpec()
     with tempfile.TemporaryDirectory() as tmp:
         project = init_project(Path(tmp) / "ttr")

@@ -103,7 +103,8 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: float = 30.
 def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 120, *, color: str = "rct",
                   mask: str = "combined", batch_size: int = 8, workers: int = 0,
                   work_dir: Path | None = None, cpu_marker_too: bool = False,
-                  cpu_marker_first: bool = False, occlusion: bool = False, detail: int = 4) -> dict[str, Any]:
+                  cpu_marker_first: bool = False, occlusion: bool = False, detail: int = 4,
+                  face_smooth: float | None = None) -> dict[str, Any]:
     """Convert a synthetic ``resolution`` clip of ``frames`` frames with a random ``tiny`` model on ``device``.
 
     Returns ``fps`` (frames per second of the whole run, encoding included), ``seconds``, and ``stages_ms``:
@@ -112,8 +113,10 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     converted again with the NumPy watermark in the render threads instead of the batched GPU marker:
     ``cpu_marker_fps`` and ``cpu_marker_stages_ms`` (before the main run with ``cpu_marker_first``, so repeats
     can alternate the order). With ``occlusion``, an (untrained) occlusion segmenter runs on every face and the
-    mask includes it; ``stages_ms['occlusion']`` is its own time per frame.
+    mask includes it; ``stages_ms['occlusion']`` is its own time per frame. ``face_smooth``: the temporal face
+    blending (None: convert's default setting, as a user's run has it); its time is in ``stages_ms['model']``.
     """
+    from changeling.config import ConvertSettings
     from changeling.models.registry import create_model
     from changeling.provenance.batch_marker import watermark_marker
     from changeling.provenance.watermark import embed_watermark
@@ -121,6 +124,7 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
     width, height = RESOLUTIONS[resolution]
+    blend = ConvertSettings().face_smooth if face_smooth is None else face_smooth
     dev = torch.device(device)
     pair = create_model("tiny")
     model: torch.nn.Module = pair
@@ -150,7 +154,8 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
             conv = Converter(faces=_KnownFaces(width, height, side), swapper=swapper, color=color_matcher(color),
                              masks=MaskBuilder(mask, 0, 8),  # type: ignore[arg-type]
                              writer_factory=provenance_writer_factory("video", crf=18), marker=marker,
-                             batch_size=batch_size, workers=n_workers, progress=False, occlusion=segmenter)
+                             batch_size=batch_size, workers=n_workers, progress=False, occlusion=segmenter,
+                             face_smooth=blend)
             with torch_threads(1 if dev.type == "cpu" else None):
                 t0 = time.perf_counter()
                 report = conv.run(clip, Path(tmp) / name)
@@ -174,10 +179,10 @@ def bench_convert(resolution: str = "720p", device: str = "cpu", frames: int = 1
     return {"value": round(report.frames / wall, 2), "unit": "frames/s", "fps": round(report.frames / wall, 2),
             "seconds": round(wall, 2), "frames": report.frames, "faces": report.faces_swapped,
             "resolution": resolution, "device": str(dev), "color": color, "mask": mask, "batch_size": batch_size,
-            "workers": n_workers, "face_px": pair.resolution * max(detail, 1),
+            "workers": n_workers, "face_px": pair.resolution * max(detail, 1), "face_smooth": blend,
             "stages_ms": _per_frame(spent, report.frames), **extra,
             "target": ">= 20 frames/s on a 2-core CPU (720p); >= 150 on an H100 (1080p)",
-            "detail_keys": ["face_px", "stages_ms", "workers", "batch_size", *extra]}
+            "detail_keys": ["face_px", "face_smooth", "stages_ms", "workers", "batch_size", *extra]}
 
 
 def _per_frame(seconds: dict[str, float], frames: int) -> dict[str, float]:
